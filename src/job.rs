@@ -1,0 +1,390 @@
+//! The job: the queue message that travels between stages (the envelope) and the record the
+//! Upload Board polls (status, stage, attempt, history).
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::UploadRequest;
+use crate::pid::{known, Pid};
+
+/// The pipeline's stages, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Validate,
+    PersistMetadata,
+    Kustomize,
+    Publish,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 4] = [
+        Stage::Validate,
+        Stage::PersistMetadata,
+        Stage::Kustomize,
+        Stage::Publish,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Validate => "validate",
+            Self::PersistMetadata => "persist-metadata",
+            Self::Kustomize => "kustomize",
+            Self::Publish => "publish",
+        }
+    }
+
+    /// The stage that runs after this one; `None` after publish.
+    pub fn next(self) -> Option<Stage> {
+        match self {
+            Self::Validate => Some(Self::PersistMetadata),
+            Self::PersistMetadata => Some(Self::Kustomize),
+            Self::Kustomize => Some(Self::Publish),
+            Self::Publish => None,
+        }
+    }
+
+    /// The status a job shows while this stage runs.
+    pub fn running_status(self) -> JobStatus {
+        match self {
+            Self::Validate => JobStatus::Validating,
+            Self::PersistMetadata => JobStatus::Persisting,
+            Self::Kustomize => JobStatus::Kustomizing,
+            Self::Publish => JobStatus::Publishing,
+        }
+    }
+
+    /// The seed step where the board hands the job to this stage's service.
+    pub fn entry_pid(self) -> Pid {
+        Pid::constant(match self {
+            Self::Validate => known::IMAGE_VALIDATE,
+            Self::PersistMetadata => known::METADATA_SEND,
+            Self::Kustomize => known::KUSTOMIZE_REQUEST,
+            Self::Publish => known::PUBLISH_REQUEST,
+        })
+    }
+
+    /// The error PID of this stage's service (`…-c20bre24-EEE`).
+    pub fn error_pid(self) -> Pid {
+        Pid::constant(match self {
+            Self::Validate => known::VALIDATOR_ERROR,
+            Self::PersistMetadata => known::METADATA_ERROR,
+            Self::Kustomize => known::CHART_ERROR,
+            Self::Publish => known::UPLOAD_LOGIC_ERROR,
+        })
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown stage {0:?}: expected one of validate, persist-metadata, kustomize, publish")]
+pub struct UnknownStage(pub String);
+
+impl FromStr for Stage {
+    type Err = UnknownStage;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Stage::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s.trim())
+            .ok_or_else(|| UnknownStage(s.to_owned()))
+    }
+}
+
+/// A job's status, as the API shows it. The names are fixed by the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobStatus {
+    Queued,
+    Validating,
+    Persisting,
+    Kustomizing,
+    Publishing,
+    Retrying,
+    Published,
+    Rejected,
+    DeadLettered,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 9] = [
+        JobStatus::Queued,
+        JobStatus::Validating,
+        JobStatus::Persisting,
+        JobStatus::Kustomizing,
+        JobStatus::Publishing,
+        JobStatus::Retrying,
+        JobStatus::Published,
+        JobStatus::Rejected,
+        JobStatus::DeadLettered,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Validating => "validating",
+            Self::Persisting => "persisting",
+            Self::Kustomizing => "kustomizing",
+            Self::Publishing => "publishing",
+            Self::Retrying => "retrying",
+            Self::Published => "published",
+            Self::Rejected => "rejected",
+            Self::DeadLettered => "dead-lettered",
+        }
+    }
+
+    /// Published and rejected are final; dead-lettered waits for a re-drive.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Published | Self::Rejected)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The queue message body. Small and bounded: it names the job, never carries the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobEnvelope {
+    /// Envelope schema version, so a newer worker can tell an older message.
+    pub v: u8,
+    pub job_id: Uuid,
+    #[serde(rename = "imageUID")]
+    pub image_uid: String,
+    pub stage: Stage,
+    /// The stage's attempt: 1 on first delivery. Redelivery is counted by the queue.
+    pub attempt: u32,
+    pub username: String,
+    /// The PIDs of the steps done so far, oldest first.
+    pub pids: Vec<Pid>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Why a message body is not a job envelope.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("message body is {size} bytes, over the {max}-byte envelope limit")]
+    TooLarge { size: usize, max: usize },
+    #[error("message body is not a job envelope: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("unsupported envelope version {0} (this build reads version {ENVELOPE_VERSION})")]
+    Version(u8),
+}
+
+pub const ENVELOPE_VERSION: u8 = 1;
+/// SQS allows 256 KiB; an envelope is a few hundred bytes, so anything near this is abuse.
+pub const MAX_ENVELOPE_BYTES: usize = 16 * 1024;
+/// At most this many PIDs are kept in the trace; older ones are in the job history.
+const MAX_TRACE_PIDS: usize = 64;
+
+impl JobEnvelope {
+    pub fn new(job_id: Uuid, image_uid: String, username: String, stage: Stage) -> Self {
+        Self {
+            v: ENVELOPE_VERSION,
+            job_id,
+            image_uid,
+            stage,
+            attempt: 1,
+            username,
+            pids: Vec::new(),
+            created_at: Utc::now(),
+        }
+    }
+
+    pub fn parse(body: &str) -> Result<Self, EnvelopeError> {
+        if body.len() > MAX_ENVELOPE_BYTES {
+            return Err(EnvelopeError::TooLarge {
+                size: body.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
+        }
+        let env: Self = serde_json::from_str(body)?;
+        if env.v != ENVELOPE_VERSION {
+            return Err(EnvelopeError::Version(env.v));
+        }
+        Ok(env)
+    }
+
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("an envelope always serializes")
+    }
+
+    /// The envelope for the next stage, with this stage's PIDs appended to the trace.
+    pub fn advance(&self, next: Stage, done: &[Pid]) -> Self {
+        let mut pids = self.pids.clone();
+        pids.extend_from_slice(done);
+        if pids.len() > MAX_TRACE_PIDS {
+            pids.drain(..pids.len() - MAX_TRACE_PIDS);
+        }
+        Self {
+            stage: next,
+            attempt: 1,
+            pids,
+            ..self.clone()
+        }
+    }
+}
+
+/// One entry of a job's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub stage: Option<Stage>,
+    pub status: JobStatus,
+    #[serde(rename = "PID")]
+    pub pid: Option<Pid>,
+    pub at: DateTime<Utc>,
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// What the intake stored of the image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredImage {
+    /// Key in the temporary bucket.
+    pub temp_key: String,
+    pub size: u64,
+    pub sha256: String,
+    /// The client's declared type, kept for information only: validation looks at content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared_content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+}
+
+/// The job record: one item per job in the job-status table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRecord {
+    pub job_id: Uuid,
+    pub username: String,
+    #[serde(rename = "imageUID")]
+    pub image_uid: String,
+    pub status: JobStatus,
+    pub stage: Option<Stage>,
+    pub attempt: u32,
+    pub history: Vec<HistoryEntry>,
+    pub error: Option<String>,
+    /// Every failed check of a rejection, or the causes of a dead letter.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// The submission (image bytes excluded).
+    pub request: UploadRequest,
+    pub image: StoredImage,
+    /// What the stages produced, for the board: object keys, manifests, post id and URL.
+    #[serde(default)]
+    pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Optimistic-concurrency version: every update checks and bumps it.
+    pub revision: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(rename = "createdTimestampUTC")]
+    pub created_timestamp_utc: String,
+    #[serde(rename = "createdTimestampUnix")]
+    pub created_timestamp_unix: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_chain_in_order() {
+        let mut s = Some(Stage::Validate);
+        let mut seen = vec![];
+        while let Some(st) = s {
+            seen.push(st);
+            s = st.next();
+        }
+        assert_eq!(seen, Stage::ALL);
+        assert_eq!(
+            "persist-metadata".parse::<Stage>().unwrap(),
+            Stage::PersistMetadata
+        );
+        assert!("deploy".parse::<Stage>().is_err());
+    }
+
+    #[test]
+    fn status_names_are_the_interface() {
+        let names: Vec<_> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "queued",
+                "validating",
+                "persisting",
+                "kustomizing",
+                "publishing",
+                "retrying",
+                "published",
+                "rejected",
+                "dead-lettered"
+            ]
+        );
+        for s in JobStatus::ALL {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn envelope_round_trips_and_advances() {
+        let env = JobEnvelope::new(
+            Uuid::now_v7(),
+            "u".repeat(60),
+            "jamesbond".into(),
+            Stage::Validate,
+        );
+        let back = JobEnvelope::parse(&env.to_body()).unwrap();
+        assert_eq!(back, env);
+        let next = env.advance(
+            Stage::PersistMetadata,
+            &[Pid::constant(known::IMAGE_VALIDATED_EVENT)],
+        );
+        assert_eq!(next.stage, Stage::PersistMetadata);
+        assert_eq!(next.pids.len(), 1);
+        assert_eq!(next.job_id, env.job_id);
+    }
+
+    #[test]
+    fn malformed_envelopes_are_typed_errors() {
+        assert!(matches!(
+            JobEnvelope::parse("{"),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        assert!(matches!(
+            JobEnvelope::parse("[]"),
+            Err(EnvelopeError::Malformed(_))
+        ));
+        let huge = "x".repeat(MAX_ENVELOPE_BYTES + 1);
+        assert!(matches!(
+            JobEnvelope::parse(&huge),
+            Err(EnvelopeError::TooLarge { .. })
+        ));
+        let env = JobEnvelope::new(Uuid::now_v7(), "u".into(), "j".into(), Stage::Publish);
+        let mut v = serde_json::to_value(&env).unwrap();
+        v["v"] = 9.into();
+        assert!(matches!(
+            JobEnvelope::parse(&v.to_string()),
+            Err(EnvelopeError::Version(9))
+        ));
+        v["v"] = 1.into();
+        v["extra"] = "image bytes".into();
+        assert!(matches!(
+            JobEnvelope::parse(&v.to_string()),
+            Err(EnvelopeError::Malformed(_))
+        ));
+    }
+}

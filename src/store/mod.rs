@@ -1,0 +1,29 @@
+//! Storage ports (traits) and their adapters. The pipeline only sees the traits; the
+//! adapters are built once from config (`Backend`) into a `Stores`.
+
+pub mod blobs;
+pub mod embedded;
+pub mod queue;
+pub mod tables;
+pub mod viewport;
+
+use std::sync::Arc;
+
+pub use blobs::{BlobError, BlobInfo, Blobs, ByteStream, PutReceipt};
+pub use queue::{
+    DeadLetterPolicy, Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec,
+    ReceiveOptions,
+};
+pub use tables::{
+    Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables, TablesExt, TransactPut,
+};
+pub use viewport::{ImageUidRow, NewPost, PostRow, PublishedPost, ViewPort, ViewPortError, WpUser};
+
+/// The four ports, built once and shared.
+#[derive(Clone)]
+pub struct Stores {
+    pub queue: Arc<dyn Queue>,
+    pub tables: Arc<dyn Tables>,
+    pub blobs: Arc<dyn Blobs>,
+    pub viewport: Arc<dyn ViewPort>,
+}

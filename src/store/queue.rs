@@ -1,0 +1,164 @@
+//! The Queue port: SQS semantics (at-least-once delivery, visibility timeouts, receive
+//! counts, dead-letter moves after `max_receive_count` receives).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+/// A queue to create, and where its dead letters go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: String,
+    /// Default visibility timeout of a received message.
+    pub visibility_timeout: Duration,
+    /// How long an unreceived message is kept.
+    pub retention: Duration,
+    pub dead_letter: Option<DeadLetterPolicy>,
+}
+
+/// The redrive policy of a source queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterPolicy {
+    /// The dead-letter queue's name; it must exist before the source queue.
+    pub queue: String,
+    /// A message received this many times and still not deleted moves to the dead-letter
+    /// queue instead of being delivered again.
+    pub max_receive_count: u32,
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutMessage {
+    pub body: String,
+    /// Invisible for this long after sending (SQS: at most 15 minutes).
+    pub delay: Duration,
+    /// String attributes, e.g. trace context.
+    pub attributes: BTreeMap<String, String>,
+}
+
+impl OutMessage {
+    pub fn new(body: impl Into<String>) -> Self {
+        Self {
+            body: body.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// How to receive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiveOptions {
+    /// 1 to 10.
+    pub max_messages: usize,
+    /// Long-poll wait: return as soon as a message is there, or empty after this long.
+    pub wait: Duration,
+    /// Overrides the queue's visibility timeout for these deliveries.
+    pub visibility_timeout: Option<Duration>,
+}
+
+impl Default for ReceiveOptions {
+    fn default() -> Self {
+        Self {
+            max_messages: 10,
+            wait: Duration::ZERO,
+            visibility_timeout: None,
+        }
+    }
+}
+
+/// A received message. The receipt is valid until the message is received again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    /// 1 on first delivery, growing with each receive (SQS `ApproximateReceiveCount`).
+    pub receive_count: u32,
+    /// When the message was first sent, ms since the epoch.
+    pub sent_at_ms: i64,
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// How many messages a queue holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Ready to be received.
+    pub visible: u64,
+    /// Received and not yet deleted or released.
+    pub in_flight: u64,
+    /// Sent with a delay that has not passed.
+    pub delayed: u64,
+    /// Age of the oldest message, where the backend knows it.
+    pub oldest_age: Option<Duration>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue {0:?} does not exist")]
+    NotFound(String),
+    /// The message was received again by someone else, or deleted: this receipt is stale.
+    #[error("receipt handle is no longer valid (the message was received again or deleted)")]
+    ReceiptExpired,
+    #[error("invalid queue request: {0}")]
+    Invalid(String),
+    /// The backend could not be reached or refused for now; retry later.
+    #[error("queue backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("queue backend error: {0}")]
+    Backend(String),
+}
+
+impl QueueError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Creates the queue if it is missing; `Ok(true)` if it was created. A dead-letter queue
+    /// named in `spec` must already exist.
+    async fn ensure_queue(&self, spec: &QueueSpec) -> Result<bool, QueueError>;
+
+    /// Sends one message; returns its id.
+    async fn send(&self, queue: &str, message: OutMessage) -> Result<String, QueueError>;
+
+    /// Receives up to `max_messages` visible messages, making them invisible for the
+    /// visibility timeout and counting the receive. A message whose receive count has
+    /// reached its queue's `max_receive_count` moves to the dead-letter queue instead.
+    /// Two receivers never get the same visible message.
+    async fn receive(
+        &self,
+        queue: &str,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Deletes a received message. A stale receipt is not an error (as in SQS): the call
+    /// succeeds and the message stays with whoever holds it now.
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
+
+    /// Deletes several received messages; one result per receipt, in order.
+    async fn delete_batch(
+        &self,
+        queue: &str,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        let mut out = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            out.push(self.delete(queue, r).await);
+        }
+        Ok(out)
+    }
+
+    /// Sets how long a received message stays invisible from now: the heartbeat of long
+    /// work, and the backoff of a retry (zero releases it at once).
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError>;
+
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError>;
+}
