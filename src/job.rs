@@ -297,6 +297,182 @@ pub struct JobRecord {
     pub created_timestamp_unix: String,
 }
 
+impl JobRecord {
+    /// A new job, queued for validation.
+    pub fn new(
+        job_id: Uuid,
+        username: String,
+        image_uid: String,
+        request: UploadRequest,
+        image: StoredImage,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let created = crate::time::Created::at(now);
+        Self {
+            job_id,
+            username,
+            image_uid,
+            status: JobStatus::Queued,
+            stage: Some(Stage::Validate),
+            attempt: 0,
+            history: vec![HistoryEntry {
+                stage: Some(Stage::Validate),
+                status: JobStatus::Queued,
+                pid: Some(Pid::constant(known::TEMP_IMAGE_SAVE)),
+                at: now,
+                error: None,
+                attempt: None,
+            }],
+            error: None,
+            reasons: Vec::new(),
+            request,
+            image,
+            outputs: serde_json::Map::new(),
+            revision: 0,
+            created_at: now,
+            updated_at: now,
+            created_timestamp_utc: created.utc,
+            created_timestamp_unix: created.unix,
+        }
+    }
+
+    fn push(
+        &mut self,
+        stage: Stage,
+        status: JobStatus,
+        pid: Option<Pid>,
+        error: Option<String>,
+        attempt: u32,
+    ) {
+        let now = Utc::now();
+        self.history.push(HistoryEntry {
+            stage: Some(stage),
+            status,
+            pid,
+            at: now,
+            error,
+            attempt: Some(attempt),
+        });
+        self.updated_at = now;
+    }
+
+    /// Whether `stage` would move the job backwards (a late duplicate delivery of a stage
+    /// the job has already passed). Such a delivery must not change the job's status.
+    fn is_behind(&self, stage: Stage) -> bool {
+        self.stage.is_some_and(|current| stage < current) && self.status != JobStatus::DeadLettered
+    }
+
+    /// A stage began an attempt. Returns false (and changes nothing) when the job is final
+    /// or already past this stage.
+    pub fn start_stage(&mut self, stage: Stage, attempt: u32) -> bool {
+        if self.status.is_final() || self.is_behind(stage) {
+            return false;
+        }
+        let status = stage.running_status();
+        if self.status == status && self.stage == Some(stage) && self.attempt == attempt {
+            return false;
+        }
+        self.status = status;
+        self.stage = Some(stage);
+        self.attempt = attempt;
+        self.error = None;
+        self.push(stage, status, Some(stage.entry_pid()), None, attempt);
+        true
+    }
+
+    /// An attempt failed in a way that may pass; the message comes back after `delay_ms`.
+    pub fn retrying(&mut self, stage: Stage, attempt: u32, error: &str, delay_ms: u64) -> bool {
+        if self.status.is_final() || self.is_behind(stage) {
+            return false;
+        }
+        self.status = JobStatus::Retrying;
+        self.stage = Some(stage);
+        self.attempt = attempt;
+        self.error = Some(error.to_owned());
+        self.push(
+            stage,
+            JobStatus::Retrying,
+            Some(stage.error_pid()),
+            Some(format!("{error} (retry in {delay_ms} ms)")),
+            attempt,
+        );
+        true
+    }
+
+    /// The job broke a rule: final, with every reason.
+    pub fn reject(&mut self, stage: Stage, attempt: u32, reasons: Vec<String>) -> bool {
+        if self.status.is_final() {
+            return false;
+        }
+        let summary = reasons.join("; ");
+        self.status = JobStatus::Rejected;
+        self.stage = Some(stage);
+        self.attempt = attempt;
+        self.error = Some(summary.clone());
+        self.reasons = reasons;
+        self.push(
+            stage,
+            JobStatus::Rejected,
+            Some(stage.error_pid()),
+            Some(summary),
+            attempt,
+        );
+        true
+    }
+
+    /// The queue gave up on the job: it waits in the dead-letter queue for a re-drive.
+    pub fn dead_letter(&mut self, stage: Stage, attempts: u32, last_error: Option<String>) -> bool {
+        if self.status.is_final() || self.status == JobStatus::DeadLettered || self.is_behind(stage)
+        {
+            return false;
+        }
+        let error = last_error.or_else(|| self.error.clone());
+        self.status = JobStatus::DeadLettered;
+        self.stage = Some(stage);
+        self.attempt = attempts;
+        self.error = error.clone();
+        self.push(
+            stage,
+            JobStatus::DeadLettered,
+            Some(stage.error_pid()),
+            error,
+            attempts,
+        );
+        true
+    }
+
+    /// A re-drive put the job back on its stage's queue; attempts count from zero again.
+    pub fn redriven(&mut self, stage: Stage) -> bool {
+        if self.status != JobStatus::DeadLettered {
+            return false;
+        }
+        self.status = JobStatus::Queued;
+        self.stage = Some(stage);
+        self.attempt = 0;
+        self.push(stage, JobStatus::Queued, None, None, 0);
+        true
+    }
+
+    /// The last stage is done.
+    pub fn publish(&mut self, pid: Pid) -> bool {
+        if self.status.is_final() {
+            return false;
+        }
+        self.status = JobStatus::Published;
+        self.stage = Some(Stage::Publish);
+        self.error = None;
+        let attempt = self.attempt;
+        self.push(
+            Stage::Publish,
+            JobStatus::Published,
+            Some(pid),
+            None,
+            attempt,
+        );
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +532,85 @@ mod tests {
         assert_eq!(next.stage, Stage::PersistMetadata);
         assert_eq!(next.pids.len(), 1);
         assert_eq!(next.job_id, env.job_id);
+    }
+
+    fn record() -> JobRecord {
+        let request: UploadRequest = serde_json::from_value(serde_json::json!({
+            "imageMetadata": {"imageName": "n", "imageVersion": "v0-0-01", "imageCategory": "c"}
+        }))
+        .unwrap();
+        let image = StoredImage {
+            temp_key: "k".into(),
+            size: 1,
+            sha256: "00".into(),
+            declared_content_type: None,
+            file_name: None,
+        };
+        JobRecord::new(
+            Uuid::now_v7(),
+            "jamesbond".into(),
+            "u".into(),
+            request,
+            image,
+            Utc::now(),
+        )
+    }
+
+    #[test]
+    fn a_job_moves_forward_only() {
+        let mut job = record();
+        assert_eq!(job.status, JobStatus::Queued);
+        assert!(job.start_stage(Stage::Validate, 1));
+        assert!(
+            !job.start_stage(Stage::Validate, 1),
+            "same attempt twice is no change"
+        );
+        assert!(job.start_stage(Stage::PersistMetadata, 1));
+        assert!(
+            !job.start_stage(Stage::Validate, 2),
+            "a late duplicate never moves it back"
+        );
+        assert_eq!(job.status, JobStatus::Persisting);
+        assert!(job.retrying(Stage::PersistMetadata, 1, "timeout", 1000));
+        assert_eq!(job.status, JobStatus::Retrying);
+        assert!(job.dead_letter(Stage::PersistMetadata, 5, None));
+        assert_eq!(job.error.as_deref(), Some("timeout"));
+        assert!(job.redriven(Stage::PersistMetadata));
+        assert_eq!((job.status, job.attempt), (JobStatus::Queued, 0));
+        assert!(job.start_stage(Stage::Kustomize, 1));
+        assert!(job.start_stage(Stage::Publish, 1));
+        assert!(job.publish(Pid::constant(known::IMAGE_UPLOADED_EVENT)));
+        assert!(
+            !job.reject(Stage::Publish, 1, vec!["late".into()]),
+            "published is final"
+        );
+        assert!(!job.start_stage(Stage::Publish, 2));
+        assert_eq!(job.status, JobStatus::Published);
+        let statuses: Vec<_> = job.history.iter().map(|h| h.status.as_str()).collect();
+        assert_eq!(
+            statuses,
+            [
+                "queued",
+                "validating",
+                "persisting",
+                "retrying",
+                "dead-lettered",
+                "queued",
+                "kustomizing",
+                "publishing",
+                "published"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rejection_keeps_every_reason() {
+        let mut job = record();
+        job.start_stage(Stage::Validate, 1);
+        assert!(job.reject(Stage::Validate, 1, vec!["a".into(), "b".into()]));
+        assert_eq!(job.status, JobStatus::Rejected);
+        assert_eq!(job.reasons, ["a", "b"]);
+        assert!(!job.start_stage(Stage::PersistMetadata, 1));
     }
 
     #[test]

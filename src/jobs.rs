@@ -1,0 +1,154 @@
+//! The job-status store: one item per job (polled by the board) and a (username, jobId)
+//! index so a user's jobs list newest first (job ids are UUID v7, so they sort by time).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::config::TableNames;
+use crate::job::JobRecord;
+use crate::store::tables::{from_item, to_item};
+use crate::store::{Condition, Key, QueryOptions, TableError, Tables, TransactPut};
+
+/// How often a compare-and-set update is retried when another writer got there first.
+const MAX_CAS_ATTEMPTS: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobsError {
+    #[error("job {0} does not exist")]
+    NotFound(Uuid),
+    #[error("job {0} already exists")]
+    AlreadyExists(Uuid),
+    #[error("job {0} kept changing under {MAX_CAS_ATTEMPTS} concurrent updates")]
+    Contended(Uuid),
+    #[error(transparent)]
+    Table(#[from] TableError),
+}
+
+impl JobsError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Contended(_) => true,
+            Self::Table(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Jobs {
+    tables: Arc<dyn Tables>,
+    jobs_table: String,
+    index_table: String,
+}
+
+impl Jobs {
+    pub fn new(tables: Arc<dyn Tables>, names: &TableNames) -> Self {
+        Self {
+            tables,
+            jobs_table: names.jobs.clone(),
+            index_table: names.user_jobs.clone(),
+        }
+    }
+
+    /// Writes a new job and its index entry together.
+    pub async fn create(&self, job: &JobRecord) -> Result<(), JobsError> {
+        let index = to_item(&json!({
+            "username": job.username,
+            "jobId": job.job_id,
+            "createdTimestampUTC": job.created_timestamp_utc,
+            "createdTimestampUnix": job.created_timestamp_unix,
+        }))?;
+        let puts = vec![
+            TransactPut {
+                table: self.jobs_table.clone(),
+                item: to_item(job)?,
+                condition: Some(Condition::NotExists),
+            },
+            TransactPut {
+                table: self.index_table.clone(),
+                item: index,
+                condition: None,
+            },
+        ];
+        match self.tables.transact_put(puts).await {
+            Err(TableError::TransactionConditionFailed(_) | TableError::AlreadyExists) => {
+                Err(JobsError::AlreadyExists(job.job_id))
+            }
+            other => Ok(other?),
+        }
+    }
+
+    pub async fn get(&self, job_id: Uuid) -> Result<Option<JobRecord>, JobsError> {
+        let item = self
+            .tables
+            .get(&self.jobs_table, &Key::partition(job_id.to_string()))
+            .await?;
+        Ok(item.map(from_item).transpose()?)
+    }
+
+    /// A user's jobs, newest first; `cursor` is the `next` of the previous page.
+    pub async fn list_for_user(
+        &self,
+        username: &str,
+        limit: usize,
+        cursor: Option<String>,
+    ) -> Result<(Vec<JobRecord>, Option<String>), JobsError> {
+        let page = self
+            .tables
+            .query(
+                &self.index_table,
+                username,
+                &QueryOptions {
+                    limit,
+                    descending: true,
+                    sort_prefix: None,
+                    cursor,
+                },
+            )
+            .await?;
+        let mut jobs = Vec::with_capacity(page.items.len());
+        for item in page.items {
+            let Some(id) = item
+                .get("jobId")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse().ok())
+            else {
+                continue;
+            };
+            if let Some(job) = self.get(id).await? {
+                jobs.push(job);
+            }
+        }
+        Ok((jobs, page.next))
+    }
+
+    /// Applies `change` to the stored job and writes it back if `change` says it changed
+    /// something, guarded by the job's revision (compare-and-set, retried on a race).
+    /// Returns the job as stored afterwards.
+    pub async fn modify<F>(&self, job_id: Uuid, mut change: F) -> Result<JobRecord, JobsError>
+    where
+        F: FnMut(&mut JobRecord) -> bool + Send,
+    {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let mut job = self.get(job_id).await?.ok_or(JobsError::NotFound(job_id))?;
+            if !change(&mut job) {
+                return Ok(job);
+            }
+            let seen = job.revision;
+            job.revision += 1;
+            let condition = Condition::eq("revision", seen);
+            match self
+                .tables
+                .put(&self.jobs_table, to_item(&job)?, Some(condition))
+                .await
+            {
+                Ok(()) => return Ok(job),
+                Err(TableError::ConditionFailed) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(JobsError::Contended(job_id))
+    }
+}
