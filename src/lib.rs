@@ -2,6 +2,7 @@
 //! storage ports with their adapters. The API and the workers build on this crate.
 
 pub mod audit;
+pub mod bootstrap;
 pub mod config;
 pub mod context;
 pub mod job;

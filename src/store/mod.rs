@@ -1,19 +1,26 @@
 //! Storage ports (traits) and their adapters. The pipeline only sees the traits; the
 //! adapters are built once from config (`Backend`) into a `Stores`.
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod blobs;
 pub mod embedded;
+pub mod mysql;
+pub mod open;
 pub mod queue;
+pub mod redrive;
 pub mod tables;
 pub mod viewport;
 
 use std::sync::Arc;
 
 pub use blobs::{BlobError, BlobInfo, Blobs, ByteStream, PutReceipt};
+pub use open::{open, provision, OpenError, ProvisionError, ProvisionReport};
 pub use queue::{
     DeadLetterPolicy, Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec,
     ReceiveOptions,
 };
+pub use redrive::{peek_dead_letters, redrive, DeadLetter, RedriveReport, RedrivenMessage};
 pub use tables::{
     Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables, TablesExt, TransactPut,
 };

@@ -124,6 +124,21 @@ pub trait Queue: Send + Sync + 'static {
     /// Sends one message; returns its id.
     async fn send(&self, queue: &str, message: OutMessage) -> Result<String, QueueError>;
 
+    /// Sends several messages (a stage forwarding a received batch); returns their ids in
+    /// order. On an error some may have been sent: a retry may duplicate them, which
+    /// at-least-once delivery allows. Adapters override this to send in one round trip.
+    async fn send_batch(
+        &self,
+        queue: &str,
+        messages: Vec<OutMessage>,
+    ) -> Result<Vec<String>, QueueError> {
+        let mut ids = Vec::with_capacity(messages.len());
+        for m in messages {
+            ids.push(self.send(queue, m).await?);
+        }
+        Ok(ids)
+    }
+
     /// Receives up to `max_messages` visible messages, making them invisible for the
     /// visibility timeout and counting the receive. A message whose receive count has
     /// reached its queue's `max_receive_count` moves to the dead-letter queue instead.

@@ -1,6 +1,8 @@
 //! The Tables port: DynamoDB-style document items with a string partition key and an
 //! optional string sort key, conditional writes and queries by partition.
 
+use std::cmp::Ordering;
+
 use async_trait::async_trait;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
@@ -50,7 +52,8 @@ impl Key {
 }
 
 /// A condition on the item currently stored under the key (DynamoDB condition expressions).
-/// Comparisons with an attribute that is missing are false.
+/// Comparisons with an attribute that is missing are false, except `Ne`, which is true
+/// (as DynamoDB's `attribute <> value`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Condition {
     /// No item has this key.
@@ -74,6 +77,47 @@ impl Condition {
     }
     pub fn lt(attr: &str, v: impl Into<Value>) -> Self {
         Self::Lt(attr.to_owned(), v.into())
+    }
+
+    /// Evaluates the condition against the stored item (`None`: no item), as DynamoDB
+    /// would: numbers compare as numbers (`1 == 1.0`), strings by their bytes; values of
+    /// different types are never equal nor ordered; a missing attribute makes `Eq` and `Lt`
+    /// false and `Ne` true. Adapters that cannot express a condition natively use this
+    /// inside their write transaction.
+    pub fn eval(&self, current: Option<&Item>) -> bool {
+        let attr = |name: &str| current.and_then(|item| item.get(name));
+        match self {
+            Self::NotExists => current.is_none(),
+            Self::Exists => current.is_some(),
+            Self::Eq(name, v) => attr(name).is_some_and(|a| compare(a, v) == Some(Ordering::Equal)),
+            Self::Ne(name, v) => attr(name).is_none_or(|a| compare(a, v) != Some(Ordering::Equal)),
+            Self::Lt(name, v) => attr(name).is_some_and(|a| compare(a, v) == Some(Ordering::Less)),
+            Self::And(all) => all.iter().all(|c| c.eval(current)),
+            Self::Or(any) => any.iter().any(|c| c.eval(current)),
+        }
+    }
+}
+
+/// Orders two attribute values of the same type; `None` for different types, and for
+/// unordered types (lists, maps, booleans, null) unless they are equal.
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y),
+        (Value::String(x), Value::String(y)) => Some(x.as_bytes().cmp(y.as_bytes())),
+        _ => (a == b).then_some(Ordering::Equal),
+    }
+}
+
+/// Integers compare exactly (an f64 would merge large ones); anything else as f64.
+fn compare_numbers(x: &serde_json::Number, y: &serde_json::Number) -> Option<Ordering> {
+    let int = |n: &serde_json::Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    match (int(x), int(y)) {
+        (Some(a), Some(b)) => Some(a.cmp(&b)),
+        _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
     }
 }
 
@@ -235,3 +279,83 @@ pub trait TablesExt: Tables {
 }
 
 impl<T: Tables + ?Sized> TablesExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn item(v: Value) -> Item {
+        v.as_object().expect("an object").clone()
+    }
+
+    #[test]
+    fn existence_conditions() {
+        let it = item(json!({"k": "a"}));
+        assert!(Condition::NotExists.eval(None));
+        assert!(!Condition::NotExists.eval(Some(&it)));
+        assert!(Condition::Exists.eval(Some(&it)));
+        assert!(!Condition::Exists.eval(None));
+    }
+
+    #[test]
+    fn numbers_compare_as_numbers_and_strings_as_strings() {
+        let it = item(json!({"n": 10, "f": 2.5, "s": "b", "big": 1_u64 << 62}));
+        assert!(Condition::eq("n", 10.0).eval(Some(&it)));
+        assert!(Condition::lt("n", 11).eval(Some(&it)));
+        assert!(
+            !Condition::lt("n", 9).eval(Some(&it)),
+            "10 < 9 as text would hold"
+        );
+        assert!(Condition::lt("f", 3).eval(Some(&it)));
+        assert!(Condition::lt("s", "c").eval(Some(&it)));
+        assert!(!Condition::lt("s", "a").eval(Some(&it)));
+        assert!(!Condition::eq("big", (1_u64 << 62) + 1).eval(Some(&it)));
+        assert!(Condition::lt("big", (1_u64 << 62) + 1).eval(Some(&it)));
+    }
+
+    #[test]
+    fn different_types_are_neither_equal_nor_ordered() {
+        let it = item(json!({"n": 10, "s": "10"}));
+        assert!(!Condition::eq("n", "10").eval(Some(&it)));
+        assert!(Condition::ne("n", "10").eval(Some(&it)));
+        assert!(!Condition::lt("s", 11).eval(Some(&it)));
+        assert!(!Condition::lt("n", "9").eval(Some(&it)));
+    }
+
+    #[test]
+    fn a_missing_attribute_fails_eq_and_lt_and_passes_ne() {
+        let it = item(json!({"other": 1}));
+        for current in [Some(&it), None] {
+            assert!(!Condition::eq("a", 1).eval(current));
+            assert!(!Condition::lt("a", 1).eval(current));
+            assert!(Condition::ne("a", 1).eval(current));
+        }
+    }
+
+    #[test]
+    fn and_or_combine() {
+        let it = item(json!({"status": "queued", "revision": 3}));
+        let fresh = Condition::Or(vec![Condition::NotExists, Condition::lt("revision", 3)]);
+        assert!(fresh.eval(None));
+        assert!(!fresh.eval(Some(&it)));
+        let both = Condition::And(vec![
+            Condition::eq("status", "queued"),
+            Condition::eq("revision", 3),
+        ]);
+        assert!(both.eval(Some(&it)));
+        assert!(!Condition::And(vec![both.clone(), Condition::NotExists]).eval(Some(&it)));
+        assert!(Condition::And(vec![]).eval(None));
+        assert!(!Condition::Or(vec![]).eval(None));
+        assert!(Condition::eq("revision", json!(3)).eval(Some(&it)));
+    }
+
+    #[test]
+    fn lists_and_maps_compare_only_for_equality() {
+        let it = item(json!({"l": [1, 2], "m": {"a": 1}, "b": true}));
+        assert!(Condition::eq("l", json!([1, 2])).eval(Some(&it)));
+        assert!(Condition::eq("m", json!({"a": 1})).eval(Some(&it)));
+        assert!(!Condition::lt("l", json!([1, 3])).eval(Some(&it)));
+        assert!(Condition::ne("b", false).eval(Some(&it)));
+    }
+}

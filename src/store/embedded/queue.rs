@@ -1,0 +1,707 @@
+//! The Queue port on SQLite, with SQS semantics: one row per message, hidden by moving its
+//! `visible_at_ms` forward, counted on every receive, and moved to the dead-letter queue by
+//! the receive that finds it has been received `max_receive_count` times already.
+//!
+//! Receive and delete are single statements (`UPDATE … RETURNING`, `DELETE … IN`), so two
+//! receivers, in this process or another, never hold the same message, and a batch costs
+//! one round trip.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::time::Instant;
+
+use super::db::{begin_immediate, classify, millis, now_ms, Db, ErrorClass};
+use super::outbox::{NewMessage, Outbox, Wakers};
+use crate::store::queue::{
+    Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec, ReceiveOptions,
+};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS queues (
+        name TEXT PRIMARY KEY,
+        visibility_ms INTEGER NOT NULL,
+        retention_ms INTEGER NOT NULL,
+        dead_letter_queue TEXT,
+        max_receive_count INTEGER
+    ) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS messages (
+        seq INTEGER PRIMARY KEY,
+        queue TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        attributes TEXT NOT NULL,
+        sent_at_ms INTEGER NOT NULL,
+        visible_at_ms INTEGER NOT NULL,
+        receive_count INTEGER NOT NULL DEFAULT 0,
+        receipt TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS messages_ready ON messages (queue, visible_at_ms)",
+];
+
+/// SQS limits, kept so that code written against this adapter also runs on SQS.
+const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+const MAX_WAIT: Duration = Duration::from_secs(20);
+const MAX_BODY_BYTES: usize = 256 * 1024;
+const MIN_RETENTION: Duration = Duration::from_secs(60);
+const MAX_RETENTION: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// How often a long poll looks again when no send in this process woke it (another
+/// process sent, or a delay or visibility timeout ran out).
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// A queue's settings are re-read this often, so a change made by another process shows.
+const CONFIG_TTL: Duration = Duration::from_secs(5);
+/// Expired messages are deleted at most this often per queue (reads skip them anyway).
+const PURGE_INTERVAL_MS: i64 = 60_000;
+
+/// A queue's row in `queues`.
+#[derive(Debug, Clone)]
+struct QueueConfig {
+    visibility_ms: i64,
+    retention_ms: i64,
+    dead_letter: Option<(String, i64)>,
+}
+
+/// The embedded queue: every queue in one SQLite file.
+pub struct SqliteQueue {
+    db: Arc<Db>,
+    configs: RwLock<HashMap<String, (QueueConfig, Instant)>>,
+    /// Wakes long polls of this process when a message is sent or released.
+    wakers: Arc<Wakers>,
+    outbox: Arc<Outbox>,
+    last_purge: Mutex<HashMap<String, i64>>,
+}
+
+fn backend(e: sqlx::Error) -> QueueError {
+    match classify(&e) {
+        ErrorClass::Unavailable => QueueError::Unavailable(e.to_string()),
+        _ => QueueError::Backend(e.to_string()),
+    }
+}
+
+fn invalid(why: impl Into<String>) -> QueueError {
+    QueueError::Invalid(why.into())
+}
+
+/// A receipt is `<seq>.<nonce>`: the row to touch, and the proof of the latest receive.
+fn parse_receipt(receipt: &str) -> Result<i64, QueueError> {
+    receipt
+        .split_once('.')
+        .and_then(|(seq, nonce)| (!nonce.is_empty()).then_some(seq))
+        .and_then(|seq| seq.parse().ok())
+        .ok_or_else(|| invalid(format!("malformed receipt handle {receipt:?}")))
+}
+
+fn check_name(name: &str) -> Result<(), QueueError> {
+    let ok = !name.is_empty()
+        && name.len() <= 80
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "queue name {name:?} must be 1 to 80 letters, digits, '-' or '_'"
+        )))
+    }
+}
+
+impl SqliteQueue {
+    /// Opens (creating if missing) the queue file.
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        let db = Arc::new(Db::open(path).await?);
+        db.migrate(SCHEMA).await?;
+        let wakers = Arc::new(Wakers::default());
+        Ok(Self {
+            outbox: Arc::new(Outbox::new(db.clone(), wakers.clone())),
+            db,
+            configs: RwLock::new(HashMap::new()),
+            wakers,
+            last_purge: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn config(&self, queue: &str) -> Result<QueueConfig, QueueError> {
+        if let Some((c, at)) = self.configs.read().expect("queue configs lock").get(queue) {
+            if at.elapsed() < CONFIG_TTL {
+                return Ok(c.clone());
+            }
+        }
+        let row = sqlx::query(
+            "SELECT visibility_ms, retention_ms, dead_letter_queue, max_receive_count
+             FROM queues WHERE name = ?",
+        )
+        .bind(queue)
+        .fetch_optional(self.db.reader())
+        .await
+        .map_err(backend)?
+        .ok_or_else(|| QueueError::NotFound(queue.to_owned()))?;
+        let dlq: Option<String> = row.get(2);
+        let max: Option<i64> = row.get(3);
+        let config = QueueConfig {
+            visibility_ms: row.get(0),
+            retention_ms: row.get(1),
+            dead_letter: dlq.zip(max),
+        };
+        self.configs
+            .write()
+            .expect("queue configs lock")
+            .insert(queue.to_owned(), (config.clone(), Instant::now()));
+        Ok(config)
+    }
+
+    /// Deletes messages past their retention, at most once a minute per queue.
+    async fn purge_expired(
+        &self,
+        queue: &str,
+        config: &QueueConfig,
+        now: i64,
+    ) -> Result<(), QueueError> {
+        {
+            let mut last = self.last_purge.lock().expect("queue purge lock");
+            let due = last
+                .get(queue)
+                .is_none_or(|at| now - at >= PURGE_INTERVAL_MS);
+            if !due {
+                return Ok(());
+            }
+            last.insert(queue.to_owned(), now);
+        }
+        sqlx::query("DELETE FROM messages WHERE queue = ? AND sent_at_ms < ?")
+            .bind(queue)
+            .bind(now - config.retention_ms)
+            .execute(&mut *self.db.writer().await)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    /// Whether anything is ready, asked of a reader so that idle polls leave the writer free.
+    async fn anything_ready(&self, queue: &str, config: &QueueConfig) -> Result<bool, QueueError> {
+        let now = now_ms();
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM messages
+             WHERE queue = ? AND visible_at_ms <= ? AND sent_at_ms >= ?)",
+        )
+        .bind(queue)
+        .bind(now)
+        .bind(now - config.retention_ms)
+        .fetch_one(self.db.reader())
+        .await
+        .map_err(backend)
+    }
+
+    /// One receive attempt: move the exhausted messages to the dead-letter queue, then take
+    /// up to `max` of the rest. Each is one statement, atomic on its own.
+    async fn receive_once(
+        &self,
+        queue: &str,
+        config: &QueueConfig,
+        max: usize,
+        visibility_ms: i64,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let now = now_ms();
+        self.purge_expired(queue, config, now).await?;
+        let cutoff = now - config.retention_ms;
+        let max_receives = match &config.dead_letter {
+            Some((dlq, max_receives)) => {
+                // Only the messages this receive would take are looked at, so the move
+                // costs nothing on a deep queue; an exhausted message further back moves
+                // when it reaches the front, and the delivery below never takes it.
+                let moved = sqlx::query(
+                    "UPDATE messages SET queue = ?, visible_at_ms = ?, receipt = NULL
+                     WHERE receive_count >= ? AND seq IN (SELECT seq FROM messages
+                        WHERE queue = ? AND visible_at_ms <= ? AND sent_at_ms >= ?
+                        ORDER BY visible_at_ms, seq LIMIT ?)",
+                )
+                .bind(dlq)
+                .bind(now)
+                .bind(max_receives)
+                .bind(queue)
+                .bind(now)
+                .bind(cutoff)
+                .bind(i64::try_from(max).unwrap_or(10))
+                .execute(&mut *self.db.writer().await)
+                .await
+                .map_err(backend)?;
+                if moved.rows_affected() > 0 {
+                    tracing::debug!(queue, dead_letter_queue = %dlq, moved = moved.rows_affected(), "dead-lettered");
+                    self.wakers.wake(dlq);
+                }
+                *max_receives
+            }
+            None => i64::MAX,
+        };
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        let rows = sqlx::query(
+            "UPDATE messages
+             SET receive_count = receive_count + 1,
+                 visible_at_ms = ?,
+                 receipt = CAST(seq AS TEXT) || '.' || ?
+             WHERE seq IN (SELECT seq FROM messages
+                WHERE queue = ? AND visible_at_ms <= ? AND receive_count < ? AND sent_at_ms >= ?
+                ORDER BY visible_at_ms, seq LIMIT ?)
+             RETURNING seq, message_id, receipt, body, receive_count, sent_at_ms, attributes",
+        )
+        .bind(now.saturating_add(visibility_ms))
+        .bind(&nonce)
+        .bind(queue)
+        .bind(now)
+        .bind(max_receives)
+        .bind(cutoff)
+        .bind(i64::try_from(max).unwrap_or(10))
+        .fetch_all(&mut *self.db.writer().await)
+        .await
+        .map_err(backend)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let seq: i64 = row.get(0);
+            let attributes: String = row.get(6);
+            let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)
+                .map_err(|e| QueueError::Backend(format!("message attributes: {e}")))?;
+            let count: i64 = row.get(4);
+            out.push((
+                seq,
+                Delivery {
+                    message_id: row.get(1),
+                    receipt: row.get(2),
+                    body: row.get(3),
+                    receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+                    sent_at_ms: row.get(5),
+                    attributes,
+                },
+            ));
+        }
+        out.sort_by_key(|(seq, _)| *seq);
+        Ok(out.into_iter().map(|(_, d)| d).collect())
+    }
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn ensure_queue(&self, spec: &QueueSpec) -> Result<bool, QueueError> {
+        check_name(&spec.name)?;
+        if spec.visibility_timeout > MAX_VISIBILITY {
+            return Err(invalid("visibility timeout must be at most 12 hours"));
+        }
+        if !(MIN_RETENTION..=MAX_RETENTION).contains(&spec.retention) {
+            return Err(invalid("retention must be 60 seconds to 14 days"));
+        }
+        if let Some(p) = &spec.dead_letter {
+            if !(1..=1000).contains(&p.max_receive_count) {
+                return Err(invalid("max_receive_count must be 1 to 1000"));
+            }
+            if p.queue == spec.name {
+                return Err(invalid("a queue cannot be its own dead-letter queue"));
+            }
+        }
+        let mut writer = self.db.writer().await;
+        let mut tx = begin_immediate(&mut writer).await.map_err(backend)?;
+        if let Some(p) = &spec.dead_letter {
+            let exists: bool =
+                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?)")
+                    .bind(&p.queue)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            if !exists {
+                return Err(QueueError::NotFound(p.queue.clone()));
+            }
+        }
+        let dlq = spec.dead_letter.as_ref().map(|p| p.queue.clone());
+        let max = spec
+            .dead_letter
+            .as_ref()
+            .map(|p| i64::from(p.max_receive_count));
+        let inserted = sqlx::query(
+            "INSERT OR IGNORE INTO queues
+             (name, visibility_ms, retention_ms, dead_letter_queue, max_receive_count)
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&spec.name)
+        .bind(millis(spec.visibility_timeout))
+        .bind(millis(spec.retention))
+        .bind(&dlq)
+        .bind(max)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?
+        .rows_affected()
+            == 1;
+        if !inserted {
+            // An existing queue takes the settings it is ensured with, so a changed
+            // queues.toml applies on the next provision.
+            sqlx::query(
+                "UPDATE queues SET visibility_ms = ?, retention_ms = ?, dead_letter_queue = ?,
+                 max_receive_count = ? WHERE name = ?",
+            )
+            .bind(millis(spec.visibility_timeout))
+            .bind(millis(spec.retention))
+            .bind(&dlq)
+            .bind(max)
+            .bind(&spec.name)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        self.configs
+            .write()
+            .expect("queue configs lock")
+            .remove(&spec.name);
+        Ok(inserted)
+    }
+
+    async fn send(&self, queue: &str, message: OutMessage) -> Result<String, QueueError> {
+        let mut ids = self.send_batch(queue, vec![message]).await?;
+        Ok(ids.pop().expect("one id per message"))
+    }
+
+    async fn send_batch(
+        &self,
+        queue: &str,
+        messages: Vec<OutMessage>,
+    ) -> Result<Vec<String>, QueueError> {
+        self.config(queue).await?;
+        let now = now_ms();
+        let mut ids = Vec::with_capacity(messages.len());
+        let mut rows = Vec::with_capacity(messages.len());
+        for message in messages {
+            if message.delay > MAX_DELAY {
+                return Err(invalid("delay must be at most 15 minutes"));
+            }
+            if message.body.is_empty() || message.body.len() > MAX_BODY_BYTES {
+                return Err(invalid(format!(
+                    "message body must be 1 to {MAX_BODY_BYTES} bytes"
+                )));
+            }
+            let id = uuid::Uuid::new_v4().to_string();
+            rows.push(NewMessage {
+                queue: queue.to_owned(),
+                message_id: id.clone(),
+                attributes: serde_json::to_string(&message.attributes)
+                    .map_err(|e| invalid(format!("attributes: {e}")))?,
+                body: message.body,
+                sent_at_ms: now,
+                visible_at_ms: now.saturating_add(millis(message.delay)),
+            });
+            ids.push(id);
+        }
+        if !rows.is_empty() {
+            self.outbox.send(rows).await?;
+        }
+        Ok(ids)
+    }
+
+    async fn receive(
+        &self,
+        queue: &str,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        if !(1..=10).contains(&options.max_messages) {
+            return Err(invalid("max_messages must be 1 to 10"));
+        }
+        if options.wait > MAX_WAIT {
+            return Err(invalid("wait must be at most 20 seconds"));
+        }
+        if options
+            .visibility_timeout
+            .is_some_and(|v| v > MAX_VISIBILITY)
+        {
+            return Err(invalid("visibility timeout must be at most 12 hours"));
+        }
+        let config = self.config(queue).await?;
+        let visibility_ms = options
+            .visibility_timeout
+            .map_or(config.visibility_ms, millis);
+        let deadline = Instant::now() + options.wait;
+        let notify = self.wakers.get(queue);
+        let mut first = true;
+        loop {
+            // Registered before looking, so a send between the look and the wait still wakes.
+            let woken = notify.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if first || self.anything_ready(queue, &config).await? {
+                let got = self
+                    .receive_once(queue, &config, options.max_messages, visibility_ms)
+                    .await?;
+                if !got.is_empty() {
+                    return Ok(got);
+                }
+            }
+            first = false;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let nap = POLL_INTERVAL.min(deadline - now);
+            tokio::select! {
+                () = &mut woken => {}
+                () = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
+        self.config(queue).await?;
+        let seq = parse_receipt(receipt)?;
+        sqlx::query("DELETE FROM messages WHERE seq = ? AND receipt = ? AND +queue = ?")
+            .bind(seq)
+            .bind(receipt)
+            .bind(queue)
+            .execute(&mut *self.db.writer().await)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_batch(
+        &self,
+        queue: &str,
+        receipts: &[String],
+    ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
+        self.config(queue).await?;
+        let mut results = Vec::with_capacity(receipts.len());
+        let mut valid = Vec::with_capacity(receipts.len());
+        for r in receipts {
+            match parse_receipt(r) {
+                Ok(seq) => {
+                    valid.push((seq, r.as_str()));
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        // A receipt names its own row, so "seq in S and receipt in R" matches exactly the
+        // rows whose current receipt is one of R. `+queue` keeps the planner on the rowid
+        // lookups: without statistics it may otherwise scan the whole queue's index.
+        for chunk in valid.chunks(400) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("DELETE FROM messages WHERE +queue = ");
+            q.push_bind(queue).push(" AND seq IN (");
+            let mut seqs = q.separated(", ");
+            for (seq, _) in chunk {
+                seqs.push_bind(*seq);
+            }
+            q.push(") AND receipt IN (");
+            let mut rs = q.separated(", ");
+            for (_, r) in chunk {
+                rs.push_bind(*r);
+            }
+            q.push(")");
+            q.build()
+                .execute(&mut *self.db.writer().await)
+                .await
+                .map_err(backend)?;
+        }
+        Ok(results)
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        if timeout > MAX_VISIBILITY {
+            return Err(invalid("visibility timeout must be at most 12 hours"));
+        }
+        self.config(queue).await?;
+        let seq = parse_receipt(receipt)?;
+        let changed = sqlx::query(
+            "UPDATE messages SET visible_at_ms = ? WHERE seq = ? AND receipt = ? AND +queue = ?",
+        )
+        .bind(now_ms().saturating_add(millis(timeout)))
+        .bind(seq)
+        .bind(receipt)
+        .bind(queue)
+        .execute(&mut *self.db.writer().await)
+        .await
+        .map_err(backend)?
+        .rows_affected();
+        if changed == 0 {
+            return Err(QueueError::ReceiptExpired);
+        }
+        if timeout.is_zero() {
+            self.wakers.wake(queue);
+        }
+        Ok(())
+    }
+
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
+        let config = self.config(queue).await?;
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT
+                COALESCE(SUM(visible_at_ms <= ?1), 0),
+                COALESCE(SUM(visible_at_ms > ?1 AND receive_count > 0), 0),
+                COALESCE(SUM(visible_at_ms > ?1 AND receive_count = 0), 0),
+                MIN(sent_at_ms)
+             FROM messages WHERE queue = ?2 AND sent_at_ms >= ?3",
+        )
+        .bind(now)
+        .bind(queue)
+        .bind(now - config.retention_ms)
+        .fetch_one(self.db.reader())
+        .await
+        .map_err(backend)?;
+        let count = |i: usize| u64::try_from(row.get::<i64, _>(i)).unwrap_or(0);
+        let oldest: Option<i64> = row.get(3);
+        Ok(QueueDepth {
+            visible: count(0),
+            in_flight: count(1),
+            delayed: count(2),
+            oldest_age: oldest.map(|t| Duration::from_millis(u64::try_from(now - t).unwrap_or(0))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::queue::DeadLetterPolicy;
+
+    fn spec(name: &str) -> QueueSpec {
+        QueueSpec {
+            name: name.into(),
+            visibility_timeout: Duration::from_secs(30),
+            retention: Duration::from_secs(60),
+            dead_letter: None,
+        }
+    }
+
+    #[test]
+    fn receipts_parse_or_are_invalid() {
+        assert_eq!(parse_receipt("12.00ff").unwrap(), 12);
+        for bad in ["", "12", "12.", "x.1", ".1"] {
+            assert!(
+                matches!(parse_receipt(bad), Err(QueueError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_messages_are_neither_delivered_nor_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteQueue::open(&dir.path().join("q.db")).await.unwrap();
+        q.ensure_queue(&spec("old")).await.unwrap();
+        q.send("old", OutMessage::new("stale")).await.unwrap();
+        q.send("old", OutMessage::new("fresh")).await.unwrap();
+        // Age the first message past the 60 s retention.
+        sqlx::query("UPDATE messages SET sent_at_ms = sent_at_ms - 120000 WHERE body = 'stale'")
+            .execute(&mut *q.db.writer().await)
+            .await
+            .unwrap();
+        assert_eq!(q.depth("old").await.unwrap().visible, 1);
+        let got = q.receive("old", &ReceiveOptions::default()).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "fresh");
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
+            .fetch_one(q.db.reader())
+            .await
+            .unwrap();
+        assert_eq!(left, 1, "the expired message was purged");
+    }
+
+    /// Two adapters on one file stand for two processes: their receivers never share a
+    /// message, and a long poll sees a message the other one sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_openers_of_one_file_never_share_a_message() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        const N: usize = 1000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let a = Arc::new(SqliteQueue::open(&path).await.unwrap());
+        let b = Arc::new(SqliteQueue::open(&path).await.unwrap());
+        a.ensure_queue(&spec("shared")).await.unwrap();
+        let waiting = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                let options = ReceiveOptions {
+                    max_messages: 1,
+                    wait: Duration::from_secs(10),
+                    visibility_timeout: None,
+                };
+                b.receive("shared", &options).await.unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.send("shared", OutMessage::new("across")).await.unwrap();
+        let got = waiting.await.unwrap();
+        assert_eq!(got.len(), 1);
+        b.delete("shared", &got[0].receipt).await.unwrap();
+
+        for i in 0..N {
+            a.send("shared", OutMessage::new(i.to_string()))
+                .await
+                .unwrap();
+        }
+        let counts: Arc<Vec<AtomicUsize>> = Arc::new((0..N).map(|_| AtomicUsize::new(0)).collect());
+        let done = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<_> = (0..8)
+            .map(|w| {
+                let q = if w % 2 == 0 { a.clone() } else { b.clone() };
+                let (counts, done) = (counts.clone(), done.clone());
+                tokio::spawn(async move {
+                    let options = ReceiveOptions {
+                        max_messages: 10,
+                        wait: Duration::from_millis(200),
+                        visibility_timeout: None,
+                    };
+                    while done.load(Ordering::SeqCst) < N {
+                        let got = q.receive("shared", &options).await.unwrap();
+                        let receipts: Vec<String> = got.iter().map(|d| d.receipt.clone()).collect();
+                        for d in got {
+                            let i: usize = d.body.parse().unwrap();
+                            if counts[i].fetch_add(1, Ordering::SeqCst) == 0 {
+                                done.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        q.delete_batch("shared", &receipts).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        assert!(counts.iter().all(|c| c.load(Ordering::SeqCst) == 1));
+        assert_eq!(a.depth("shared").await.unwrap(), QueueDepth::default());
+    }
+
+    #[tokio::test]
+    async fn bad_specs_and_requests_are_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteQueue::open(&dir.path().join("q.db")).await.unwrap();
+        assert!(matches!(
+            q.ensure_queue(&spec("bad name")).await,
+            Err(QueueError::Invalid(_))
+        ));
+        let mut s = spec("src");
+        s.dead_letter = Some(DeadLetterPolicy {
+            queue: "missing-dlq".into(),
+            max_receive_count: 3,
+        });
+        assert!(matches!(
+            q.ensure_queue(&s).await,
+            Err(QueueError::NotFound(n)) if n == "missing-dlq"
+        ));
+        q.ensure_queue(&spec("ok")).await.unwrap();
+        assert!(matches!(
+            q.send("ok", OutMessage::new("")).await,
+            Err(QueueError::Invalid(_))
+        ));
+        assert!(matches!(
+            q.delete("ok", "garbage").await,
+            Err(QueueError::Invalid(_))
+        ));
+    }
+}
