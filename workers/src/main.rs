@@ -1,1 +1,268 @@
-fn main() {}
+//! `k8or-worker`: runs pipeline stages, provisions the backend, and lists or re-drives
+//! dead-lettered jobs.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use k8or::config::{BackendKind, LogFormat};
+use k8or::store::{peek_dead_letters, redrive, Delivery};
+use k8or::{Context, JobEnvelope, Settings, Stage};
+use k8or_workers::stages;
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+/// Dead letters listed per stage at most.
+const LIST_LIMIT: usize = 1000;
+
+#[derive(Parser)]
+#[command(
+    name = "k8or-worker",
+    version,
+    about = "k8or upload pipeline stage workers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs stage workers until SIGTERM or ctrl-c.
+    Run {
+        /// Comma-separated stages (default: all): validate,persist-metadata,kustomize,publish
+        #[arg(long, default_value = "")]
+        stages: String,
+    },
+    /// Creates queues, tables, buckets and the ViewPort schema, and loads the seed data.
+    Provision,
+    /// Dead-lettered jobs.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Lists dead-lettered jobs per stage.
+    List(StageFilter),
+    /// Moves dead-lettered jobs back to their stage's queue.
+    Redrive {
+        #[command(flatten)]
+        filter: StageFilter,
+        /// Only this job.
+        #[arg(long)]
+        job: Option<Uuid>,
+        /// Shows what would move, and moves nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args)]
+struct StageFilter {
+    /// One stage (default: every stage).
+    #[arg(long)]
+    stage: Option<Stage>,
+}
+
+impl StageFilter {
+    fn stages(&self) -> Vec<Stage> {
+        self.stage.map_or_else(|| Stage::ALL.to_vec(), |s| vec![s])
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Logs go to stderr, so that stdout carries only what a command prints (reports, lists).
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Completes on SIGTERM or ctrl-c.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn open(settings: Settings) -> anyhow::Result<Context> {
+    let stores = k8or::store::open(&settings)
+        .await
+        .context("opening the stores")?;
+    Ok(Context::new(settings, stores))
+}
+
+fn age(sent_at_ms: i64) -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let secs = u64::try_from((now - sent_at_ms).max(0) / 1000).unwrap_or(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+async fn dlq_list(ctx: &Context, filter: &StageFilter) -> anyhow::Result<()> {
+    println!("STAGE\tJOB\tIMAGE_UID\tATTEMPTS\tAGE\tLAST_ERROR");
+    for stage in filter.stages() {
+        let cfg = ctx.settings.stages.get(stage);
+        let letters = peek_dead_letters(
+            ctx.stores.queue.as_ref(),
+            &cfg.dead_letter_queue,
+            LIST_LIMIT,
+        )
+        .await
+        .with_context(|| format!("reading {}", cfg.dead_letter_queue))?;
+        for letter in letters {
+            let (job, uid, attempts, error) = match JobEnvelope::parse(&letter.body) {
+                Ok(env) => {
+                    let job = ctx.jobs.get(env.job_id).await.ok().flatten();
+                    let attempts = job.as_ref().map_or(0, |j| j.attempt);
+                    let error = job.and_then(|j| j.error).unwrap_or_default();
+                    (
+                        env.job_id.to_string(),
+                        env.image_uid,
+                        attempts.to_string(),
+                        error,
+                    )
+                }
+                Err(e) => (
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("unreadable message: {e}"),
+                ),
+            };
+            println!(
+                "{stage}\t{job}\t{uid}\t{attempts}\t{}\t{}",
+                age(letter.sent_at_ms),
+                error.replace(['\t', '\n'], " ")
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn dlq_redrive(
+    ctx: &Context,
+    filter: &StageFilter,
+    job: Option<Uuid>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let wanted = move |d: &Delivery| match job {
+        None => true,
+        Some(id) => JobEnvelope::parse(&d.body).is_ok_and(|env| env.job_id == id),
+    };
+    let mut moved = 0;
+    for stage in filter.stages() {
+        let cfg = ctx.settings.stages.get(stage);
+        let report = redrive(
+            ctx.stores.queue.as_ref(),
+            &cfg.dead_letter_queue,
+            &cfg.queue,
+            &wanted,
+            dry_run,
+        )
+        .await
+        .with_context(|| format!("re-driving {}", cfg.dead_letter_queue))?;
+        for m in &report.matched {
+            let job_id = JobEnvelope::parse(&m.body).ok().map(|e| e.job_id);
+            let verb = if dry_run { "would move" } else { "moved" };
+            println!(
+                "{stage}\t{verb}\t{}\t{}",
+                job_id.map_or_else(|| "-".into(), |j| j.to_string()),
+                m.dead_letter_id
+            );
+            if let (false, Some(id)) = (dry_run, job_id) {
+                ctx.jobs
+                    .modify(id, |j| j.redriven(stage))
+                    .await
+                    .with_context(|| format!("marking job {id} re-driven"))?;
+            }
+        }
+        moved += report.matched.len();
+    }
+    if let (Some(id), 0) = (job, moved) {
+        bail!("job {id} is not in any dead-letter queue searched");
+    }
+    println!(
+        "{moved} message(s) {}",
+        if dry_run { "would move" } else { "moved" }
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load().context("loading settings")?;
+    init_logging(settings.log_format);
+    match cli.command {
+        Command::Run { stages: list } => {
+            let chosen = stages::parse_list(&list)?;
+            let embedded = settings.backend == BackendKind::Embedded;
+            let ctx = open(settings).await?;
+            if embedded {
+                // Embedded stores live in the data folder: make sure they are there.
+                k8or::store::provision(&ctx.stores, &ctx.settings)
+                    .await
+                    .context("provisioning the embedded stores")?;
+            }
+            let names: Vec<&str> = chosen.iter().map(|s| s.as_str()).collect();
+            tracing::info!(stages = ?names, "k8or-worker starting");
+            k8or_workers::run(ctx, &chosen, shutdown_signal()).await?;
+            tracing::info!("k8or-worker stopped");
+        }
+        Command::Provision => {
+            let ctx = open(settings).await?;
+            let report = k8or::store::provision(&ctx.stores, &ctx.settings)
+                .await
+                .context("provisioning")?;
+            println!("{report}");
+        }
+        Command::Dlq { command } => {
+            let ctx = open(settings).await?;
+            match command {
+                DlqCommand::List(filter) => dlq_list(&ctx, &filter).await?,
+                DlqCommand::Redrive {
+                    filter,
+                    job,
+                    dry_run,
+                } => dlq_redrive(&ctx, &filter, job, dry_run).await?,
+            }
+        }
+    }
+    Ok(())
+}
