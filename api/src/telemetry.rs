@@ -1,0 +1,63 @@
+//! Prometheus metrics: requests by route and status, request durations, upload bytes and
+//! submitted jobs. The recorder is process-wide (the `metrics` facade has one global), so
+//! it is installed once and every `Application` in the process shares its handle.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "k8or_http_requests_total";
+pub const REQUEST_SECONDS: &str = "k8or_http_request_duration_seconds";
+pub const UPLOAD_BYTES: &str = "k8or_upload_bytes_total";
+pub const JOBS_SUBMITTED: &str = "k8or_jobs_submitted_total";
+
+/// The process's Prometheus handle, installing the recorder on first use.
+pub fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!(
+                    "another metrics recorder was installed first; /metrics will show none of this API's series"
+                );
+            }
+            metrics::describe_counter!(REQUESTS, "HTTP requests by method, route and status");
+            metrics::describe_histogram!(REQUEST_SECONDS, "HTTP request durations");
+            metrics::describe_counter!(UPLOAD_BYTES, "image bytes received");
+            metrics::describe_counter!(JOBS_SUBMITTED, "jobs queued for validation");
+            handle
+        })
+        .clone()
+}
+
+/// Counts and times every request. The route label is the route's pattern
+/// (`/api/v1/jobs/{jobId}`), never the raw path, so the label set stays small.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!(REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!(REQUEST_SECONDS, "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+pub fn upload_bytes(n: usize) {
+    metrics::counter!(UPLOAD_BYTES).increment(n as u64);
+}
+
+pub fn job_submitted() {
+    metrics::counter!(JOBS_SUBMITTED).increment(1);
+}

@@ -1,0 +1,147 @@
+use std::process::Command;
+
+use k8or_api::{Role, TokenKeys};
+use serde_json::Value;
+
+use crate::helpers::{error_body, spawn_app, LOGIC_ERROR_PID, USER};
+
+#[tokio::test]
+async fn a_missing_token_is_401_and_logged_as_anonymous() {
+    let app = spawn_app().await;
+    let res = app.get("/api/v1/users", None).await;
+    assert_eq!(res.headers()["www-authenticate"], "Bearer");
+    let request_id = res.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body = error_body(res, 401, "unauthorized").await;
+    assert_eq!(body["PID"], LOGIC_ERROR_PID);
+
+    let errors = app.ctx.audit.errors_of("anonymous").await.unwrap();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let e = &errors[0];
+    assert_eq!(e.error_type, "unauthorized");
+    assert_eq!(e.pid.to_string(), LOGIC_ERROR_PID);
+    assert_eq!(e.request_id.as_deref(), Some(request_id.as_str()));
+    assert_eq!(e.error_key, format!("unauthorized#{request_id}"));
+}
+
+#[tokio::test]
+async fn forged_malformed_and_expired_tokens_are_refused() {
+    let app = spawn_app().await;
+    let forger = TokenKeys::new(b"not the server's secret, but long enough");
+    let forged = forger
+        .issue(USER, Role::Admin, std::time::Duration::from_secs(60))
+        .unwrap();
+    error_body(
+        app.get("/api/v1/users", Some(&forged)).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    error_body(
+        app.get("/api/v1/users", Some("abc.def.ghi")).await,
+        401,
+        "unauthorized",
+    )
+    .await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/users"))
+        .header("authorization", "Basic amFtZXM6Ym9uZA==")
+        .send()
+        .await
+        .unwrap();
+    error_body(res, 401, "unauthorized").await;
+    let expired = app.expired_token(USER);
+    error_body(
+        app.get("/api/v1/users", Some(&expired)).await,
+        401,
+        "token-expired",
+    )
+    .await;
+    // A refused token names no user: its errors are anonymous.
+    assert_eq!(app.ctx.audit.errors_of("anonymous").await.unwrap().len(), 4);
+    assert!(app.ctx.audit.errors_of(USER).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_user_is_not_an_admin() {
+    let app = spawn_app().await;
+    let res = app.get("/api/v1/dlq", Some(&app.user_token())).await;
+    let body = error_body(res, 403, "forbidden").await;
+    assert_eq!(body["PID"], LOGIC_ERROR_PID);
+    // A known user's error is logged under their name.
+    assert_eq!(app.ctx.audit.errors_of(USER).await.unwrap().len(), 1);
+}
+
+fn k8or_api(data_dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_k8or-api"));
+    cmd.env_clear()
+        .env("K8OR_DATA_DIR", data_dir)
+        .current_dir(data_dir.parent().unwrap());
+    cmd
+}
+
+#[test]
+fn the_token_command_signs_with_the_data_dir_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = k8or_api(&data)
+        .args([
+            "token",
+            "--user",
+            "k8or_admin",
+            "--role",
+            "admin",
+            "--ttl",
+            "1h",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let secret = std::fs::read_to_string(data.join("token-secret")).unwrap();
+    let claims = TokenKeys::new(secret.trim().as_bytes())
+        .verify(token.trim())
+        .unwrap();
+    assert_eq!(
+        (claims.sub.as_str(), claims.role),
+        ("k8or_admin", Role::Admin)
+    );
+    assert!(claims.exp - claims.iat <= 3600);
+}
+
+#[test]
+fn the_aws_backend_needs_a_configured_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = k8or_api(&data)
+        .env("K8OR_BACKEND", "aws")
+        .args(["token", "--user", "jamesbond", "--role", "user"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("K8OR_TOKEN_SECRET"), "{stderr}");
+    let out = k8or_api(&data)
+        .env("K8OR_BACKEND", "aws")
+        .env("K8OR_TOKEN_SECRET", "0123456789abcdef0123456789abcdef")
+        .args(["token", "--user", "jamesbond", "--role", "user"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims: Value = serde_json::to_value(
+        TokenKeys::new(b"0123456789abcdef0123456789abcdef")
+            .verify(token.trim())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "jamesbond");
+}
