@@ -7,9 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::TableNames;
-use crate::model::{
-    ErrorItem, EventItem, EventMetadata, EventType, ImageMetadata, UserMetadata,
-};
+use crate::model::{ErrorItem, EventItem, EventMetadata, EventType, ImageMetadata, UserMetadata};
 use crate::pid::Pid;
 use crate::store::{QueryOptions, TableError, Tables, TablesExt};
 use crate::time::Created;

@@ -359,6 +359,28 @@ impl Stages {
     }
 }
 
+/// Every top-level settings key (`config` excluded: `K8OR_CONFIG` names the file).
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "backend",
+    "data_dir",
+    "listen",
+    "token_secret",
+    "aws_endpoint_url",
+    "aws_region",
+    "s3_path_style",
+    "mysql_url",
+    "log_format",
+    "metrics_listen",
+    "tables",
+    "buckets",
+    "viewport",
+    "kustomize",
+    "limits",
+    "validation",
+    "queues",
+    "stages",
+];
+
 /// Why the settings are unusable. The message names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -413,8 +435,24 @@ impl Settings {
         Figment::from(Serialized::defaults(Settings::default()))
     }
 
+    /// `K8OR_<KEY>` for every top-level key, nested keys joined by `__`. Other `K8OR_`
+    /// variables (test harness settings, fault switches) are not settings and are left
+    /// alone; an unknown key under a known section is still an error.
     fn env() -> Env {
-        Env::prefixed("K8OR_").split("__").ignore(&["config"])
+        Env::prefixed("K8OR_")
+            .filter(|key| {
+                let top = key.as_str().split("__").next().unwrap_or_default();
+                TOP_LEVEL_KEYS.contains(&top.to_ascii_lowercase().as_str())
+            })
+            .split("__")
+            // systemd drops variable names with a hyphen, so `PERSIST_METADATA` stands for
+            // the `persist-metadata` section.
+            .map(|key| {
+                key.as_str()
+                    .to_ascii_lowercase()
+                    .replacen("stages.persist_metadata", "stages.persist-metadata", 1)
+                    .into()
+            })
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
@@ -588,6 +626,44 @@ mod tests {
             let err = Settings::from_toml(text).unwrap_err().to_string();
             assert!(err.contains(key), "{text:?} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn top_level_keys_list_every_setting() {
+        let value = serde_json::to_value(Settings::default()).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.extend(["token_secret", "mysql_url"]);
+        keys.sort_unstable();
+        let mut listed = TOP_LEVEL_KEYS.to_vec();
+        listed.sort_unstable();
+        assert_eq!(keys, listed);
+    }
+
+    #[test]
+    fn environment_overrides_files_and_ignores_other_variables() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("K8OR_STAGES__PERSIST_METADATA__CONCURRENCY", "3");
+            jail.set_env("K8OR_STAGES__VALIDATE__BATCH_SIZE", "2");
+            jail.set_env("K8OR_LISTEN", "0.0.0.0:9000");
+            jail.set_env("K8OR_TEST_AWS_ENDPOINT", "http://127.0.0.1:1");
+            jail.set_env("K8OR_WORKER_FAULTS", "");
+            let s = Settings::from_figment(Settings::defaults().merge(Settings::env()))
+                .expect("settings");
+            assert_eq!(s.stages.persist_metadata.concurrency, 3);
+            assert_eq!(s.stages.validate.batch_size, 2);
+            assert_eq!(s.listen, "0.0.0.0:9000");
+            jail.set_env("K8OR_STAGES__VALIDATE__BATCH_SIZE", "99");
+            let err = Settings::from_figment(Settings::defaults().merge(Settings::env()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("stages.validate.batch_size"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

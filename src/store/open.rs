@@ -18,21 +18,58 @@ pub enum OpenError {
     DataDir { path: PathBuf, source: io::Error },
     #[error("cannot open the database {path}: {source}")]
     Database { path: PathBuf, source: sqlx::Error },
-    /// The settings ask for a backend this build cannot serve.
+    /// The settings ask for a backend this build cannot serve, or lack what it needs.
     #[error("{0}")]
     Unsupported(String),
+    #[error("cannot open the ViewPort database: {0}")]
+    ViewPort(ViewPortError),
 }
 
 /// Opens the ports of the configured backend.
 pub async fn open(settings: &Settings) -> Result<Stores, OpenError> {
     match settings.backend() {
         Backend::Embedded { path } => open_embedded(&path).await,
-        Backend::Aws { .. } => Err(OpenError::Unsupported(
-            "backend \"aws\" is not available: the AWS adapters (SQS, DynamoDB, S3, MySQL) \
-             are not built in yet; use backend = \"embedded\""
-                .into(),
-        )),
+        backend @ Backend::Aws { .. } => open_aws(settings, &backend).await,
     }
+}
+
+/// Opens SQS, DynamoDB and S3 (credentials from the default chain) and the ViewPort on
+/// MySQL (`mysql_url`).
+#[cfg(feature = "aws")]
+async fn open_aws(settings: &Settings, backend: &Backend) -> Result<Stores, OpenError> {
+    use secrecy::ExposeSecret;
+
+    use super::aws::{AwsConnection, DynamoTables, S3Blobs, SqsQueue};
+    use super::mysql::MysqlViewPort;
+
+    let url = settings.mysql_url.as_ref().ok_or_else(|| {
+        OpenError::Unsupported(
+            "backend \"aws\" needs the ViewPort database: set K8OR_MYSQL_URL \
+             (mysql://user:password@host:3306/database)"
+                .into(),
+        )
+    })?;
+    let connection = AwsConnection::from_backend(backend)
+        .ok_or_else(|| OpenError::Unsupported("not an AWS backend".into()))?;
+    let clients = connection.connect().await;
+    let viewport = MysqlViewPort::connect(url.expose_secret(), &settings.viewport.database)
+        .await
+        .map_err(OpenError::ViewPort)?;
+    Ok(Stores {
+        queue: Arc::new(SqsQueue::new(clients.sqs)),
+        tables: Arc::new(DynamoTables::new(clients.dynamodb)),
+        blobs: Arc::new(S3Blobs::new(clients.s3)),
+        viewport: Arc::new(viewport),
+    })
+}
+
+#[cfg(not(feature = "aws"))]
+async fn open_aws(_settings: &Settings, _backend: &Backend) -> Result<Stores, OpenError> {
+    Err(OpenError::Unsupported(
+        "backend \"aws\" is not in this build: rebuild with the `aws` feature \
+         (the k8or-api and k8or-worker binaries have it by default)"
+            .into(),
+    ))
 }
 
 /// Opens the embedded ports on a data folder: `queue.db`, `tables.db`, `viewport.db` and
