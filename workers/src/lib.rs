@@ -5,9 +5,12 @@
 //!   API binary in embedded mode).
 //! - [`drain`]: the same loops until every queue is empty (tests).
 //! - [`try_execute`]: one delivery, start to end (tests, tools).
+//! - [`monitor`]: the dead-letter monitor ([`run`] runs it beside the stage loops).
 
+pub mod monitor;
 pub mod runner;
 pub mod stages;
+pub mod telemetry;
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,23 +21,61 @@ use tokio_util::sync::CancellationToken;
 
 pub use runner::{
     DrainError, DrainReport, Execution, Outcome, RunError, RunOptions, SharedHandler, StageError,
-    StageHandler,
+    StageHandler, Tuning,
 };
 
 /// Runs the given stages until `shutdown` completes, then stops receiving, lets in-flight
 /// jobs finish within the grace period and releases the rest. The future owns what it
 /// needs, so it can be spawned: `tokio::spawn(k8or_workers::run(ctx, &Stage::ALL, stop))`.
+/// While they run, the queue gauges of those stages are refreshed (see [`telemetry`]) and
+/// their dead-letter queues watched (see [`monitor`]).
 pub fn run(
     ctx: Context,
     stages: &[Stage],
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> impl Future<Output = Result<(), RunError>> + Send + 'static {
-    runner::run_handlers(
-        ctx,
-        stages::handlers(stages),
-        shutdown,
-        RunOptions::default(),
-    )
+    run_with(ctx, stages, shutdown, Tuning::default())
+}
+
+/// [`run`] with its grace period, monitor interval and injected faults chosen.
+pub fn run_with(
+    ctx: Context,
+    stages: &[Stage],
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    tuning: Tuning,
+) -> impl Future<Output = Result<(), RunError>> + Send + 'static {
+    let handlers = tuning.faults.wrap(stages::handlers(stages));
+    let stages = stages.to_vec();
+    async move {
+        let stop_gauges = CancellationToken::new();
+        let gauges = tokio::spawn(telemetry::refresh_queue_gauges(
+            ctx.clone(),
+            stages.clone(),
+            telemetry::QUEUE_GAUGE_PERIOD,
+            stop_gauges.clone(),
+        ));
+        let watcher = tuning.monitor_every.map(|every| {
+            tokio::spawn(monitor::run(
+                ctx.clone(),
+                stages,
+                every,
+                stop_gauges.clone(),
+            ))
+        });
+        let options = RunOptions {
+            grace: tuning.grace,
+            wait_time: None,
+        };
+        let result = runner::run_handlers(ctx, handlers, shutdown, options).await;
+        stop_gauges.cancel();
+        // The refresher and the monitor only end by cancellation; a panic in either is not
+        // the loops' failure.
+        let _ = gauges.await;
+        if let Some(watcher) = watcher {
+            let _ = watcher.await;
+        }
+        result
+    }
 }
 
 /// Runs the given stages until all their queues are empty ("run until the queues are

@@ -1,19 +1,18 @@
 //! `k8or-worker`: runs pipeline stages, provisions the backend, and lists or re-drives
 //! dead-lettered jobs.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
-use k8or::config::{BackendKind, LogFormat};
-use k8or::store::{peek_dead_letters, redrive, Delivery};
+use k8or::config::BackendKind;
+use k8or::store::{redrive, Delivery};
 use k8or::{Context, JobEnvelope, Settings, Stage};
-use k8or_workers::stages;
-use tracing_subscriber::EnvFilter;
+use k8or_workers::monitor::{self, LetterState};
+use k8or_workers::runner::faults::Faults;
+use k8or_workers::{stages, telemetry, Tuning};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-
-/// Dead letters listed per stage at most.
-const LIST_LIMIT: usize = 1000;
 
 #[derive(Parser)]
 #[command(
@@ -33,6 +32,18 @@ enum Command {
         /// Comma-separated stages (default: all): validate,persist-metadata,kustomize,publish
         #[arg(long, default_value = "")]
         stages: String,
+        /// After SIGTERM, how long in-flight jobs may finish before their messages are
+        /// released for another worker.
+        #[arg(long, default_value_t = 30)]
+        grace_secs: u64,
+        /// How often the dead-letter monitor scans these stages' dead-letter queues
+        /// (0: no monitor in this process).
+        #[arg(long, default_value_t = 15)]
+        monitor_secs: u64,
+        /// FOR TESTS AND DRILLS ONLY: slows down or fails stages, e.g.
+        /// `validate:delay=500,kustomize:fail` (see `k8or_workers::runner::faults`).
+        #[arg(long, default_value = "")]
+        inject_faults: Faults,
     },
     /// Creates queues, tables, buckets and the ViewPort schema, and loads the seed data.
     Provision,
@@ -73,18 +84,6 @@ impl StageFilter {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Logs go to stderr, so that stdout carries only what a command prints (reports, lists).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 /// Completes on SIGTERM or ctrl-c.
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -114,6 +113,24 @@ async fn shutdown_signal() {
     }
 }
 
+/// Installs this process's metrics recorder and serves it on `addr` until the returned
+/// token is cancelled.
+async fn start_metrics(addr: &str) -> anyhow::Result<CancellationToken> {
+    let handle = telemetry::install_recorder().context("installing the metrics recorder")?;
+    let (listener, local) = telemetry::bind(addr)
+        .await
+        .with_context(|| format!("binding metrics_listen {addr}"))?;
+    let stop = CancellationToken::new();
+    let serving = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = telemetry::serve_metrics(listener, handle, serving).await {
+            tracing::error!(error = %e, "the /metrics server stopped");
+        }
+    });
+    tracing::info!(%local, "serving /metrics");
+    Ok(stop)
+}
+
 async fn open(settings: Settings) -> anyhow::Result<Context> {
     let stores = k8or::store::open(&settings)
         .await
@@ -134,43 +151,33 @@ fn age(sent_at_ms: i64) -> String {
     }
 }
 
+/// Lists the dead letters of the chosen stages. The listing is a monitor scan, so what it
+/// shows is also recorded (error item, job marked) if no monitor had done so yet.
 async fn dlq_list(ctx: &Context, filter: &StageFilter) -> anyhow::Result<()> {
-    println!("STAGE\tJOB\tIMAGE_UID\tATTEMPTS\tAGE\tLAST_ERROR");
-    for stage in filter.stages() {
-        let cfg = ctx.settings.stages.get(stage);
-        let letters = peek_dead_letters(
-            ctx.stores.queue.as_ref(),
-            &cfg.dead_letter_queue,
-            LIST_LIMIT,
-        )
+    let report = monitor::scan(ctx, &filter.stages())
         .await
-        .with_context(|| format!("reading {}", cfg.dead_letter_queue))?;
-        for letter in letters {
-            let (job, uid, attempts, error) = match JobEnvelope::parse(&letter.body) {
-                Ok(env) => {
-                    let job = ctx.jobs.get(env.job_id).await.ok().flatten();
-                    let attempts = job.as_ref().map_or(0, |j| j.attempt);
-                    let error = job.and_then(|j| j.error).unwrap_or_default();
-                    (
-                        env.job_id.to_string(),
-                        env.image_uid,
-                        attempts.to_string(),
-                        error,
-                    )
-                }
-                Err(e) => (
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    format!("unreadable message: {e}"),
-                ),
-            };
-            println!(
-                "{stage}\t{job}\t{uid}\t{attempts}\t{}\t{}",
-                age(letter.sent_at_ms),
-                error.replace(['\t', '\n'], " ")
-            );
-        }
+        .context("scanning the dead-letter queues")?;
+    println!("STAGE\tJOB\tIMAGE_UID\tATTEMPTS\tAGE\tLAST_ERROR");
+    for letter in &report.letters {
+        let dash = || "-".to_owned();
+        let stale = if letter.state == LetterState::Stale {
+            " (stale copy: the job went on)"
+        } else {
+            ""
+        };
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}{stale}",
+            letter.stage,
+            letter.job_id.map_or_else(dash, |j| j.to_string()),
+            letter.image_uid.clone().unwrap_or_else(dash),
+            letter.attempts.map_or_else(dash, |a| a.to_string()),
+            age(letter.sent_at_ms),
+            letter
+                .last_error
+                .clone()
+                .unwrap_or_default()
+                .replace(['\t', '\n'], " ")
+        );
     }
     Ok(())
 }
@@ -228,10 +235,26 @@ async fn dlq_redrive(
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load().context("loading settings")?;
-    init_logging(settings.log_format);
+    telemetry::init_tracing(settings.log_format);
     match cli.command {
-        Command::Run { stages: list } => {
+        Command::Run {
+            stages: list,
+            grace_secs,
+            monitor_secs,
+            inject_faults: faults,
+        } => {
             let chosen = stages::parse_list(&list)?;
+            if !faults.is_empty() {
+                tracing::warn!(
+                    ?faults,
+                    "FAULT INJECTION IS ON (--inject-faults): for tests and drills only"
+                );
+            }
+            let tuning = Tuning {
+                grace: Duration::from_secs(grace_secs),
+                monitor_every: (monitor_secs > 0).then(|| Duration::from_secs(monitor_secs)),
+                faults,
+            };
             let embedded = settings.backend == BackendKind::Embedded;
             let ctx = open(settings).await?;
             if embedded {
@@ -240,9 +263,16 @@ async fn main() -> anyhow::Result<()> {
                     .await
                     .context("provisioning the embedded stores")?;
             }
+            let metrics = match ctx.settings.metrics_listen.clone() {
+                Some(addr) => Some(start_metrics(&addr).await?),
+                None => None,
+            };
             let names: Vec<&str> = chosen.iter().map(|s| s.as_str()).collect();
             tracing::info!(stages = ?names, "k8or-worker starting");
-            k8or_workers::run(ctx, &chosen, shutdown_signal()).await?;
+            k8or_workers::run_with(ctx, &chosen, shutdown_signal(), tuning).await?;
+            if let Some(stop) = metrics {
+                stop.cancel();
+            }
             tracing::info!("k8or-worker stopped");
         }
         Command::Provision => {

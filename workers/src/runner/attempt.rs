@@ -1,11 +1,11 @@
 //! One attempt of a stage on a job whose envelope is sound: mark the job started, run
 //! the stage under a visibility heartbeat, then settle the message by the result.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::Utc;
 use k8or::audit::NewError;
+use k8or::context::TraceParent;
 use k8or::store::Delivery;
 use k8or::{Context, JobEnvelope, JobRecord, Stage};
 use tokio::time::{interval_at, Instant, MissedTickBehavior};
@@ -22,6 +22,8 @@ pub(super) struct Attempt<'a> {
     pub queue: &'a str,
     pub env: &'a JobEnvelope,
     pub stage: Stage,
+    /// This attempt's trace context: the next stage's message names it as its parent.
+    pub trace: TraceParent,
 }
 
 impl Attempt<'_> {
@@ -145,7 +147,7 @@ impl Attempt<'_> {
             let envelope = self.env.advance(next, &outcome.pids);
             if let Err(e) = self
                 .ctx
-                .enqueue(&envelope, Duration::ZERO, BTreeMap::new())
+                .enqueue(&envelope, Duration::ZERO, self.trace.attributes())
                 .await
             {
                 return self.retry(format!("enqueue {next}: {e}"), true).await;

@@ -13,6 +13,7 @@ use tracing::{warn, Instrument};
 
 use super::attempt::Attempt;
 use super::{retry_delay, StageHandler};
+use crate::telemetry;
 
 /// How one delivery ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,7 +34,22 @@ pub enum Execution {
 }
 
 /// Processes one delivery of `handler`'s queue. `cancel` releases the message (shutdown).
+/// How it ended is recorded in the metrics (see `crate::telemetry`).
 pub async fn execute(
+    ctx: &Context,
+    handler: &dyn StageHandler,
+    delivery: &Delivery,
+    cancel: &CancellationToken,
+) -> Execution {
+    let started = std::time::Instant::now();
+    let stage = handler.stage();
+    let out = execute_delivery(ctx, handler, delivery, cancel).await;
+    let last_attempt = delivery.receive_count >= ctx.settings.stages.get(stage).max_receive_count;
+    telemetry::record_execution(stage, &out, started.elapsed(), last_attempt);
+    out
+}
+
+async fn execute_delivery(
     ctx: &Context,
     handler: &dyn StageHandler,
     delivery: &Delivery,
@@ -74,14 +90,8 @@ pub async fn execute(
             .await;
         }
     };
-    let span = tracing::info_span!(
-        "job",
-        job.id = %env.job_id,
-        image.uid = %env.image_uid,
-        stage = %stage,
-        pid = %stage.entry_pid(),
-        attempt = delivery.receive_count,
-    );
+    let (trace, incoming) = telemetry::stage_trace(delivery);
+    let span = telemetry::job_span(&env, stage, delivery, &trace, incoming.as_ref());
     Attempt {
         ctx,
         handler,
@@ -89,6 +99,7 @@ pub async fn execute(
         queue: &queue,
         env: &env,
         stage,
+        trace,
     }
     .run(cancel)
     .instrument(span)

@@ -12,6 +12,7 @@ mod attempt;
 mod backoff;
 mod drain;
 mod execute;
+pub mod faults;
 mod worker;
 
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use serde_json::{Map, Value};
 pub use backoff::retry_delay;
 pub use drain::{drain_handlers, DrainError, DrainReport};
 pub use execute::{execute, Execution};
-pub use worker::{run_handlers, RunError, RunOptions};
+pub use worker::{run_handlers, RunError, RunOptions, Tuning};
 
 /// What a stage produced: the seed steps it did (for the envelope's PID trace) and what the
 /// board should see of it (merged into `job.outputs`).

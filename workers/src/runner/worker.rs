@@ -36,6 +36,29 @@ impl Default for RunOptions {
     }
 }
 
+/// How a worker process runs its stages (`k8or_workers::run_with`): the grace period, the
+/// dead-letter monitor beside the stage loops, and fault injection (off by default).
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    /// See [`RunOptions::grace`].
+    pub grace: Duration,
+    /// How often the dead-letter monitor scans the stages' dead-letter queues; `None`: no
+    /// monitor in this process.
+    pub monitor_every: Option<Duration>,
+    /// Injected faults, for tests and drills only (see [`super::faults`]).
+    pub faults: super::faults::Faults,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            grace: RunOptions::default().grace,
+            monitor_every: Some(Duration::from_secs(15)),
+            faults: super::faults::Faults::default(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("no stage to run")]

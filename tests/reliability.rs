@@ -1,0 +1,559 @@
+//! No job lost or doubled under crashes and outages (issue 6), on the embedded backend with
+//! real `k8or-worker` processes where a process matters: SIGKILL at random moments, a
+//! poison message dead-lettered, recorded once and re-driven, the database locked away
+//! for longer than a visibility timeout, SIGTERM during a long validation, and the same
+//! message delivered twice at once.
+
+#[path = "support/crash.rs"]
+mod crash;
+#[path = "support/fixtures.rs"]
+mod fixtures;
+#[path = "support/pipeline.rs"]
+mod pipeline;
+#[path = "support/processes.rs"]
+mod processes;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use crash::{CrashPlan, CrashReport};
+use k8or::model::EventType;
+use k8or::store::{OutMessage, ReceiveOptions};
+use k8or::{Context, JobEnvelope, JobRecord, JobStatus, Stage};
+use k8or_workers::monitor;
+use k8or_workers::runner::drain_handlers;
+use k8or_workers::{stages, Execution, Outcome, SharedHandler, StageError, StageHandler};
+use processes::{settings_env, worker_bin, Worker, WorkerSpec};
+use sqlx::Connection;
+
+fn assert_clean(report: &CrashReport) {
+    assert!(
+        report.problems.is_empty() && report.lost == 0 && report.duplicated == 0,
+        "lost {}, duplicated {}: {:#?}",
+        report.lost,
+        report.duplicated,
+        report.problems
+    );
+}
+
+/// Waits until every job is published (or panics with the stragglers after `limit`).
+async fn wait_published(ctx: &Context, jobs: &[JobRecord], limit: Duration) {
+    let until = Instant::now() + limit;
+    loop {
+        let mut open = Vec::new();
+        for j in jobs {
+            let job = pipeline::job(ctx, j.job_id).await;
+            if job.status != JobStatus::Published {
+                open.push((job.job_id, job.status, job.error));
+            }
+        }
+        if open.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < until, "not published: {open:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until some job shows `status`; returns it.
+async fn wait_for_status(ctx: &Context, jobs: &[JobRecord], status: JobStatus) -> JobRecord {
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        for j in jobs {
+            let job = pipeline::job(ctx, j.job_id).await;
+            if job.status == status {
+                return job;
+            }
+        }
+        assert!(Instant::now() < until, "no job became {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn spec(ctx: &Context, dir: &Path, faults: &str, grace_secs: u64) -> WorkerSpec {
+    WorkerSpec {
+        env: settings_env(&ctx.settings),
+        faults: faults.to_owned(),
+        grace_secs,
+        log_dir: dir.to_owned(),
+    }
+}
+
+/// Counts what the jobs left and checks the queues are empty.
+async fn check_once(ctx: &Context, jobs: &[JobRecord]) {
+    let left = crash::wait_until_queues_empty(ctx, Duration::from_secs(30)).await;
+    let mut report = CrashReport::default();
+    crash::tally(ctx, jobs, &mut report).await;
+    report
+        .problems
+        .extend(left.into_iter().map(|q| format!("left: {q}")));
+    assert_clean(&report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_job_is_lost_or_doubled_when_workers_are_killed_at_random() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = CrashPlan {
+        jobs: 50,
+        workers: 2,
+        kill_every: Duration::from_millis(1500),
+        max_random_kills: 3,
+        stage_delay_ms: 150,
+        deadline: Duration::from_secs(90),
+    };
+    let report = crash::crash_run(dir.path(), &plan).await;
+    eprintln!(
+        "crash run: {} jobs, {} kills {:?}, lost {}, duplicated {}, {:?}",
+        report.jobs, report.kills, report.kills_in, report.lost, report.duplicated, report.elapsed
+    );
+    assert_eq!(
+        report.kills_in.keys().copied().collect::<Vec<_>>(),
+        Stage::ALL,
+        "a kill inside every stage"
+    );
+    assert_clean(&report);
+}
+
+/// The kustomize stage, failing while `on` is set.
+struct Poison {
+    inner: SharedHandler,
+    on: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl StageHandler for Poison {
+    fn stage(&self) -> Stage {
+        self.inner.stage()
+    }
+
+    async fn handle(
+        &self,
+        job: &JobRecord,
+        env: &JobEnvelope,
+        ctx: &Context,
+    ) -> Result<Outcome, StageError> {
+        if self.on.load(Ordering::SeqCst) {
+            return Err(StageError::retry(
+                "rendering the chart",
+                "injected: the template service is down",
+            ));
+        }
+        self.inner.handle(job, env, ctx).await
+    }
+}
+
+fn cli(ctx: &Context, dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(worker_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(settings_env(&ctx.settings))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run k8or-worker");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "k8or-worker {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The retry delays the history recorded for `stage` since its last re-drive.
+fn recorded_delays(job: &JobRecord, stage: Stage) -> Vec<u64> {
+    let since = job
+        .history
+        .iter()
+        .rposition(|h| h.stage == Some(stage) && h.status == JobStatus::Queued)
+        .map_or(0, |i| i + 1);
+    job.history[since..]
+        .iter()
+        .filter(|h| h.stage == Some(stage) && h.status == JobStatus::Retrying)
+        .map(|h| {
+            let e = h.error.as_deref().unwrap();
+            let ms = e.rsplit_once("(retry in ").unwrap().1;
+            ms.trim_end_matches(" ms)").parse().unwrap()
+        })
+        .collect()
+}
+
+fn dead_letter_items(errors: &[k8or::model::ErrorItem], job: &JobRecord) -> Vec<String> {
+    errors
+        .iter()
+        .filter(|e| e.job_id == Some(job.job_id) && e.error_type == monitor::ERROR_TYPE)
+        .map(|e| e.error_key.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_message_is_dead_lettered_recorded_once_and_redriven() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crash::shared_context(&dir.path().join("data"), |s| {
+        let k = &mut s.stages.kustomize;
+        k.max_receive_count = 3;
+        k.backoff_base_ms = 200;
+        k.backoff_max_ms = 5000;
+    })
+    .await;
+    let on = Arc::new(AtomicBool::new(true));
+    let handlers = || {
+        stages::handlers(&Stage::ALL)
+            .into_iter()
+            .map(|h| {
+                if h.stage() == Stage::Kustomize {
+                    Arc::new(Poison {
+                        inner: h,
+                        on: on.clone(),
+                    }) as SharedHandler
+                } else {
+                    h
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let jobs = crash::submit_many(&ctx, 1, "Poison").await;
+    let id = jobs[0].job_id;
+    let dlq = ctx.settings.stages.kustomize.dead_letter_queue.clone();
+
+    // Retried with growing delays, then dead-lettered (the stage queues drain empty).
+    drain_handlers(&ctx, handlers(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let job = pipeline::job(&ctx, id).await;
+    assert_eq!(recorded_delays(&job, Stage::Kustomize), [200, 400, 800]);
+    assert_eq!(ctx.stores.queue.depth(&dlq).await.unwrap().visible, 1);
+
+    // The monitor records it once, saying why; a second look writes nothing.
+    let scan = monitor::scan_once(&ctx).await.unwrap();
+    assert_eq!(scan.recorded(), 1, "{scan:#?}");
+    assert_eq!(monitor::scan_once(&ctx).await.unwrap().recorded(), 0);
+    let job = pipeline::job(&ctx, id).await;
+    assert_eq!(
+        (job.status, job.stage, job.attempt),
+        (JobStatus::DeadLettered, Some(Stage::Kustomize), 3)
+    );
+    let errors = ctx.audit.errors_of(&job.username).await.unwrap();
+    assert_eq!(
+        dead_letter_items(&errors, &job),
+        [format!("dead-lettered#{id}#kustomize#1")]
+    );
+    let item = errors.iter().find(|e| e.job_id == Some(id)).unwrap();
+    assert_eq!(item.pid, Stage::Kustomize.error_pid());
+    assert!(
+        item.pid.to_string().ends_with("-c20bre24-EEE"),
+        "{}",
+        item.pid
+    );
+    assert_eq!(item.attempts, Some(3));
+    assert!(
+        item.message.contains("template service is down"),
+        "{item:?}"
+    );
+    assert!(!item.created.utc.is_empty() && !item.created.unix.is_empty());
+    assert_eq!(
+        ctx.stores.queue.depth(&dlq).await.unwrap().visible,
+        1,
+        "the letter stays in the dead-letter queue"
+    );
+
+    // The CLI lists it and re-drives it; still failing, it is dead-lettered a second time
+    // and gets a second item.
+    let list = cli(&ctx, dir.path(), &["dlq", "list", "--stage", "kustomize"]);
+    let line = list
+        .lines()
+        .find(|l| l.contains(&id.to_string()))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        line.contains(&job.image_uid) && line.contains("\t3\t") && line.contains("injected"),
+        "{line}"
+    );
+    let dry = cli(
+        &ctx,
+        dir.path(),
+        &["dlq", "redrive", "--job", &id.to_string(), "--dry-run"],
+    );
+    assert!(dry.contains("would move"), "{dry}");
+    assert_eq!(ctx.stores.queue.depth(&dlq).await.unwrap().visible, 1);
+    cli(
+        &ctx,
+        dir.path(),
+        &[
+            "dlq",
+            "redrive",
+            "--stage",
+            "kustomize",
+            "--job",
+            &id.to_string(),
+        ],
+    );
+    drain_handlers(&ctx, handlers(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(monitor::scan_once(&ctx).await.unwrap().recorded(), 1);
+    let job = pipeline::job(&ctx, id).await;
+    assert_eq!(
+        recorded_delays(&job, Stage::Kustomize),
+        [200, 400, 800],
+        "attempts count from one again after a re-drive"
+    );
+    let errors = ctx.audit.errors_of(&job.username).await.unwrap();
+    assert_eq!(
+        dead_letter_items(&errors, &job),
+        [
+            format!("dead-lettered#{id}#kustomize#1"),
+            format!("dead-lettered#{id}#kustomize#2")
+        ]
+    );
+
+    // The cause gone, a re-drive publishes it, going on from the stage that failed.
+    on.store(false, Ordering::SeqCst);
+    let moved = cli(&ctx, dir.path(), &["dlq", "redrive"]);
+    assert!(moved.contains("1 message(s) moved"), "{moved}");
+    drain_handlers(&ctx, handlers(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let job = pipeline::job(&ctx, id).await;
+    assert_eq!(job.status, JobStatus::Published);
+    let last_redrive = job
+        .history
+        .iter()
+        .rposition(|h| h.status == JobStatus::Queued)
+        .unwrap();
+    let after = &job.history[last_redrive + 1];
+    assert_eq!(
+        (after.status, after.attempt),
+        (JobStatus::Kustomizing, Some(1)),
+        "continues at kustomize, attempt 1"
+    );
+    let statuses: Vec<JobStatus> = job.history.iter().map(|h| h.status).collect();
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == JobStatus::DeadLettered)
+            .count(),
+        2,
+        "history kept"
+    );
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == JobStatus::Validating)
+            .count(),
+        1,
+        "validate ran once"
+    );
+    assert_eq!(monitor::scan_once(&ctx).await.unwrap().letters, []);
+    check_once(&ctx, &jobs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_wait_out_a_locked_database_without_spinning_and_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let ctx = crash::shared_context(&data, |_| {}).await;
+    let jobs = crash::submit_many(&ctx, 20, "Outage").await;
+    let faults = "validate:delay=100,persist-metadata:delay=100,kustomize:delay=100";
+    let spec = spec(&ctx, dir.path(), faults, 5);
+    let workers = [Worker::start(&spec, "a"), Worker::start(&spec, "b")];
+    wait_for_status(&ctx, &jobs, JobStatus::Published).await;
+
+    // Another process's connection takes the write lock of the queue and tables files and
+    // holds it for longer than a visibility timeout (2 s).
+    let mut locks = Vec::new();
+    for file in ["queue.db", "tables.db"] {
+        let url = format!("sqlite://{}", data.join(file).display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("PRAGMA busy_timeout = 30000")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        locks.push(conn);
+    }
+    let before: Vec<JobRecord> =
+        futures::future::join_all(jobs.iter().map(|j| pipeline::job(&ctx, j.job_id))).await;
+    let cpu_before: Vec<Duration> = workers.iter().map(Worker::cpu_time).collect();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let wall = started.elapsed();
+    let cpu_during: Vec<Duration> = workers
+        .iter()
+        .zip(&cpu_before)
+        .map(|(w, b)| w.cpu_time().saturating_sub(*b))
+        .collect();
+    let during: Vec<JobRecord> =
+        futures::future::join_all(jobs.iter().map(|j| pipeline::job(&ctx, j.job_id))).await;
+    for mut conn in locks {
+        sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    }
+    assert_eq!(before, during, "nothing moved while the files were locked");
+    assert!(
+        before.iter().any(|j| j.status != JobStatus::Published),
+        "the outage came mid-run"
+    );
+    for (cpu, w) in cpu_during.iter().zip(&workers) {
+        assert!(
+            *cpu < wall / 4,
+            "a worker used {cpu:?} of CPU in {wall:?} of outage: it spins\n{}",
+            w.log_tail()
+        );
+    }
+    wait_published(&ctx, &jobs, Duration::from_secs(90)).await;
+    check_once(&ctx, &jobs).await;
+    for w in workers {
+        assert!(w.stop().success());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_long_validation_finishes_or_releases_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crash::shared_context(&dir.path().join("data"), |s| {
+        // Long enough that a release is told apart from a timeout running out.
+        s.stages.validate.visibility_timeout_secs = 60;
+    })
+    .await;
+    let queue = ctx.settings.stages.validate.queue.clone();
+
+    // Shorter grace than the stage: the job is released at once for another worker.
+    let first = crash::submit_many(&ctx, 1, "Released").await;
+    let mut w = Worker::start(
+        &spec(&ctx, dir.path(), "validate:delay=5000", 1),
+        "released",
+    );
+    wait_for_status(&ctx, &first, JobStatus::Validating).await;
+    w.terminate();
+    let status = w.wait_for_exit(Duration::from_secs(30)).expect("it exits");
+    assert!(status.success(), "{status}");
+    let job = pipeline::job(&ctx, first[0].job_id).await;
+    assert_eq!(job.status, JobStatus::Retrying);
+    assert!(
+        job.error.as_deref().unwrap().contains("shut down"),
+        "{job:?}"
+    );
+    let d = ctx.stores.queue.depth(&queue).await.unwrap();
+    assert_eq!(
+        (d.visible, d.in_flight),
+        (1, 0),
+        "released, not held: {d:?}"
+    );
+
+    // Longer grace than the stage: the job's validation finishes before the exit.
+    let second = crash::submit_many(&ctx, 1, "Finished").await;
+    let mut w = Worker::start(
+        &spec(&ctx, dir.path(), "validate:delay=1500", 20),
+        "finished",
+    );
+    let held = loop {
+        let job = pipeline::job(&ctx, second[0].job_id).await;
+        if job.status == JobStatus::Validating {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(held.stage, Some(Stage::Validate));
+    w.terminate();
+    let status = w.wait_for_exit(Duration::from_secs(30)).expect("it exits");
+    assert!(status.success(), "{status}");
+    let validated = ctx
+        .audit
+        .events_of(&held.username, Some(EventType::ImageValidated))
+        .await
+        .unwrap();
+    assert!(
+        validated.iter().any(|e| e.job_id == Some(held.job_id)),
+        "validation finished in the grace period"
+    );
+    // The worker took the released job too (both were waiting when it started): both
+    // validations finished, and both jobs wait for persist-metadata.
+    let d = ctx.stores.queue.depth(&queue).await.unwrap();
+    assert_eq!((d.visible, d.in_flight), (0, 0), "{d:?}");
+    let next = &ctx.settings.stages.persist_metadata.queue;
+    assert_eq!(ctx.stores.queue.depth(next).await.unwrap().visible, 2);
+
+    // Another worker takes both on; none lost, nothing doubled.
+    let w = Worker::start(&spec(&ctx, dir.path(), "", 5), "next");
+    let all = [first, second].concat();
+    wait_published(&ctx, &all, Duration::from_secs(60)).await;
+    check_once(&ctx, &all).await;
+    assert!(w.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_message_delivered_twice_at_once_has_its_effects_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let one = crash::shared_context(&data, |_| {}).await;
+    // A second, independent context on the same folder: another worker.
+    let two = Context::new(
+        (*one.settings).clone(),
+        k8or::store::open(&one.settings).await.unwrap(),
+    );
+    let free_before = one.stores.viewport.free_guids().await.unwrap();
+    let jobs = crash::submit_many(&one, 1, "Twice").await;
+    let options = ReceiveOptions {
+        max_messages: 1,
+        wait: Duration::from_secs(5),
+        visibility_timeout: None,
+    };
+    for stage in Stage::ALL {
+        let queue = one.settings.stages.get(stage).queue.clone();
+        let first = one.stores.queue.receive(&queue, &options).await.unwrap();
+        let first = first.into_iter().next().expect("a message");
+        // The same envelope again, as a queue may deliver it, to the other worker.
+        one.stores
+            .queue
+            .send(
+                &queue,
+                OutMessage {
+                    body: first.body.clone(),
+                    delay: Duration::ZERO,
+                    attributes: first.attributes.clone(),
+                },
+            )
+            .await
+            .unwrap();
+        let second = two.stores.queue.receive(&queue, &options).await.unwrap();
+        let second = second.into_iter().next().expect("the duplicate");
+        assert_eq!(first.body, second.body);
+        let (a, b) = (one.clone(), two.clone());
+        let t1 = tokio::spawn(async move { k8or_workers::try_execute(&a, stage, &first).await });
+        let t2 = tokio::spawn(async move { k8or_workers::try_execute(&b, stage, &second).await });
+        let (r1, r2) = (t1.await.unwrap(), t2.await.unwrap());
+        let done = Execution::Done { next: stage.next() };
+        assert!(r1 == done || r2 == done, "{stage}: {r1:?} / {r2:?}");
+        for r in [&r1, &r2] {
+            assert!(
+                matches!(
+                    r,
+                    Execution::Done { .. } | Execution::Skipped | Execution::Retrying { .. }
+                ),
+                "{stage}: {r:?}"
+            );
+        }
+    }
+    // Whatever duplicates the stages passed on are dropped by the next runs.
+    pipeline::drain(&one).await;
+    assert_eq!(
+        one.stores.viewport.free_guids().await.unwrap(),
+        free_before - 1,
+        "one post, one GUID"
+    );
+    assert!(one
+        .audit
+        .errors_of(&jobs[0].username)
+        .await
+        .unwrap()
+        .is_empty());
+    check_once(&one, &jobs).await;
+}
