@@ -1,6 +1,7 @@
 //! Prometheus metrics: requests by route and status, request durations, upload bytes and
-//! submitted jobs. The recorder is process-wide (the `metrics` facade has one global), so
-//! it is installed once and every `Application` in the process shares its handle.
+//! submitted jobs; in embedded mode also the in-process workers' series
+//! (`k8or_workers::telemetry`). The recorder is process-wide (the `metrics` facade has one
+//! global), so it is installed once and every `Application` in the process shares its handle.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -20,7 +21,10 @@ pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // The embedded workers run in this process and record into this recorder.
+            let builder = k8or_workers::telemetry::histogram_buckets(PrometheusBuilder::new())
+                .expect("the stage duration buckets are a fixed, non-empty list");
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!(
@@ -31,6 +35,7 @@ pub fn prometheus() -> PrometheusHandle {
             metrics::describe_histogram!(REQUEST_SECONDS, "HTTP request durations");
             metrics::describe_counter!(UPLOAD_BYTES, "image bytes received");
             metrics::describe_counter!(JOBS_SUBMITTED, "jobs queued for validation");
+            k8or_workers::telemetry::describe();
             handle
         })
         .clone()

@@ -1,0 +1,136 @@
+//! The whole pipeline: seed-shaped jobs with a 4 KiB PNG through validate, persist-metadata,
+//! kustomize and publish, on the real stage loops.
+//!
+//! - throughput: every job submitted first, then the loops run until the queues are empty;
+//! - latency: the loops run with their production settings while jobs arrive at a steady
+//!   rate; each job's latency is from its creation (the start of its submission) to the
+//!   `published` entry of its history.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use k8or::{Context, JobStatus, Stage};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::report::{Row, Target};
+use crate::{support, Scale};
+
+const PNG_BYTES: usize = 4 * 1024;
+
+/// Every job's final status; an error names the first that was not published.
+async fn check_published(ctx: &Context, ids: &[Uuid]) -> anyhow::Result<Vec<k8or::JobRecord>> {
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        let job = ctx.jobs.get(*id).await?.context("job vanished")?;
+        anyhow::ensure!(
+            job.status == JobStatus::Published,
+            "job {id} ended {} ({:?}, {:?})",
+            job.status,
+            job.error,
+            job.reasons
+        );
+        jobs.push(job);
+    }
+    Ok(jobs)
+}
+
+pub async fn throughput(scale: Scale) -> anyhow::Result<Vec<Row>> {
+    let n = scale.pipeline_jobs;
+    let (_dir, ctx) = support::context(|_| {}).await?;
+    let png = support::noise_png(PNG_BYTES);
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(
+            support::submit(&ctx, support::request(i)?, png.clone())
+                .await?
+                .job_id,
+        );
+    }
+    let submit_rate = n as f64 / started.elapsed().as_secs_f64();
+    let report = k8or_workers::drain(&ctx, &Stage::ALL, Duration::from_secs(3600)).await?;
+    check_published(&ctx, &ids).await?;
+    let rate = n as f64 / report.elapsed.as_secs_f64();
+    Ok(vec![Row::new(
+        format!(
+            "pipeline throughput, {n} jobs x {} B PNG, 4 stages",
+            png.len()
+        ),
+        rate,
+        "jobs/s",
+    )
+    .reference(submit_rate, "submission writes alone")
+    .target(Target::AtLeast(500.0))])
+}
+
+pub async fn latency(scale: Scale) -> anyhow::Result<Vec<Row>> {
+    let (_dir, ctx) = support::context(|_| {}).await?;
+    let png = support::noise_png(PNG_BYTES);
+    let stop = CancellationToken::new();
+    let workers = tokio::spawn(k8or_workers::run(
+        ctx.clone(),
+        &Stage::ALL,
+        stop.clone().cancelled_owned(),
+    ));
+    let total = (scale.latency_rate * scale.latency_secs) as usize;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / scale.latency_rate);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let mut submits = tokio::task::JoinSet::new();
+    for i in 0..total {
+        tick.tick().await;
+        let (ctx, png, request) = (ctx.clone(), png.clone(), support::request(i)?);
+        submits.spawn(async move { support::submit(&ctx, request, png).await.map(|j| j.job_id) });
+    }
+    let mut ids = Vec::with_capacity(total);
+    while let Some(id) = submits.join_next().await {
+        ids.push(id.context("submit task")??);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for id in &ids {
+        loop {
+            let job = ctx.jobs.get(*id).await?.context("job vanished")?;
+            if job.status.is_final() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop.cancel();
+    workers.await.context("workers")??;
+    let jobs = check_published(&ctx, &ids).await?;
+    let mut ms: Vec<f64> = jobs
+        .iter()
+        .filter_map(|j| {
+            let published = j
+                .history
+                .iter()
+                .find(|h| h.status == JobStatus::Published)?;
+            Some((published.at - j.created_at).num_microseconds()? as f64 / 1000.0)
+        })
+        .collect();
+    anyhow::ensure!(
+        ms.len() == jobs.len(),
+        "a published job without its history entry"
+    );
+    ms.sort_by(f64::total_cmp);
+    let offered = format!(
+        "{}/s offered for {} s",
+        scale.latency_rate, scale.latency_secs
+    );
+    Ok(vec![
+        Row::new(
+            format!("pipeline latency p50 ({offered})"),
+            support::quantile(&ms, 0.5),
+            "ms",
+        )
+        .target(Target::AtMost(20.0)),
+        Row::new(
+            format!("pipeline latency p99 ({offered})"),
+            support::quantile(&ms, 0.99),
+            "ms",
+        )
+        .target(Target::AtMost(100.0)),
+    ])
+}

@@ -1,0 +1,179 @@
+//! What the benchmarks share: a fresh provisioned embedded backend, submissions written as
+//! the intake writes them (the same steps as `tests/support/pipeline.rs`, copied so that
+//! this crate does not pull in the tests crate and its AWS feature), and generated pictures.
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use image::{ImageFormat, Rgb, RgbImage};
+use k8or::job::StoredImage;
+use k8or::model::UploadRequest;
+use k8or::store::blobs::{bytes_body, put_checked};
+use k8or::{Context, JobEnvelope, JobRecord, Settings, Stage};
+use serde_json::json;
+use tempfile::TempDir;
+use uuid::Uuid;
+
+/// A provisioned embedded backend in a fresh temporary folder.
+pub async fn context(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<(TempDir, Context)> {
+    let dir = tempfile::tempdir().context("temp dir")?;
+    let mut settings = Settings {
+        data_dir: dir.path().to_owned(),
+        ..Settings::default()
+    };
+    tweak(&mut settings);
+    settings.validate().context("bench settings")?;
+    let stores = k8or::store::open(&settings).await.context("open stores")?;
+    k8or::store::provision(&stores, &settings)
+        .await
+        .context("provision")?;
+    Ok((dir, Context::new(settings, stores)))
+}
+
+/// The seed's example upload (4.1 / 6.1), as JSON, without an image UID.
+pub fn seed_json() -> serde_json::Value {
+    let description = "The story is set in a colorful and vibrant world of the Trolls, small and happy creatures with wild and colorful hair.";
+    json!({
+        "PID": "c8fms03-c8bms06-e140",
+        "imageMetadata": {
+            "icao": "British", "tail": "G-AAAA", "Part": "21117-1",
+            "imageName": "Trolls World Tour (2020)", "imageVersion": "v0-0-01",
+            "imageCategory": "Movie", "Description": description, "port": "80",
+            "envVars": [{"key": "VAR1", "value": "value1"}],
+            "volumes": [{"key": "/host/path", "value": "/container/path"}],
+            "imageLabels": [{"key": "label1", "value": "value1"}],
+            "commandOverride": "/app/run.sh", "entrypointOverride": "/app/entrypoint.sh",
+            "workingDir": "/app"
+        },
+        "userMetadata": {
+            "username": "jamesbond", "firstName": "James", "lastName": "Bond",
+            "email": "jamesbond@k8or.com"
+        },
+        "postMetadata": {
+            "PID": "c8fms03-c8bms06-e140",
+            "postData": {
+                "post_title": "Trolls World Tour (2020)", "post_content": description,
+                "post_excerpt": "Trolls World Tour (2020)", "post_status": "publish",
+                "post_author": 2, "post_type": "post", "comment_status": "closed",
+                "ping_status": "closed", "category_name": "Music"
+            },
+            "post_meta": [
+                {"meta_key": "scanned", "meta_value": "No"},
+                {"meta_key": "part", "meta_value": "4562"},
+                {"meta_key": "environment", "meta_value": "Development"},
+                {"meta_key": "start_date", "meta_value": "20250207"}
+            ]
+        }
+    })
+}
+
+/// A seed-shaped request of its own image: a fresh UID and a distinct name (so that slugs
+/// do not collide and every job is a first version).
+pub fn request(n: usize) -> anyhow::Result<UploadRequest> {
+    let hex = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let uid = format!("B{}", &hex[..59]);
+    let name = format!("Bench Movie {n}");
+    let mut r: UploadRequest = serde_json::from_value(seed_json()).context("seed request")?;
+    r.image_metadata.image_uid = Some(uid);
+    r.image_metadata.image_name.clone_from(&name);
+    r.post_metadata.post_data.post_title = Some(name.clone());
+    r.post_metadata.post_data.post_excerpt = Some(name);
+    Ok(r)
+}
+
+/// Submits as the intake does: the bytes into the temporary bucket, the job record, then the
+/// validate envelope (which starts the job's trace).
+pub async fn submit(
+    ctx: &Context,
+    request: UploadRequest,
+    bytes: Vec<u8>,
+) -> anyhow::Result<JobRecord> {
+    let job_id = Uuid::now_v7();
+    let uid = request
+        .image_metadata
+        .image_uid
+        .clone()
+        .context("request has a UID")?;
+    let username = request
+        .user_metadata
+        .username
+        .clone()
+        .context("request has a user")?;
+    let temp_key = format!("uploads/{job_id}/image");
+    let receipt = put_checked(
+        ctx.stores.blobs.as_ref(),
+        &ctx.settings.buckets.temporary,
+        &temp_key,
+        bytes_body(bytes),
+        Some("image/png"),
+        ctx.settings.limits.upload_max_bytes,
+    )
+    .await?;
+    let image = StoredImage {
+        temp_key,
+        size: receipt.size,
+        sha256: receipt.sha256,
+        declared_content_type: Some("image/png".into()),
+        file_name: Some("bench.png".into()),
+    };
+    let job = JobRecord::new(
+        job_id,
+        username.clone(),
+        uid.clone(),
+        request,
+        image,
+        Utc::now(),
+    );
+    ctx.jobs.create(&job).await?;
+    let env = JobEnvelope::new(job_id, uid, username, Stage::Validate);
+    ctx.enqueue(&env, Duration::ZERO, BTreeMap::new()).await?;
+    Ok(job)
+}
+
+/// A PNG of noise of about `bytes` bytes (noise does not compress, so the file is about
+/// as big as its pixels).
+pub fn noise_png(bytes: usize) -> Vec<u8> {
+    let side = u32::try_from(((bytes / 3) as f64).sqrt() as usize)
+        .unwrap_or(1)
+        .max(1);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let img = RgbImage::from_fn(side, side, |_, _| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let b = state.to_le_bytes();
+        Rgb([b[0], b[1], b[2]])
+    });
+    encode(&img)
+}
+
+/// A PNG with a smooth gradient: a photo-like picture that compresses.
+pub fn gradient_png(width: u32, height: u32) -> Vec<u8> {
+    let img = RgbImage::from_fn(width, height, |x, y| {
+        Rgb([
+            u8::try_from(x * 255 / width.max(1)).unwrap_or(255),
+            u8::try_from(y * 255 / height.max(1)).unwrap_or(255),
+            u8::try_from((x + y) % 256).unwrap_or(0),
+        ])
+    });
+    encode(&img)
+}
+
+fn encode(img: &RgbImage) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, ImageFormat::Png)
+        .expect("encoding to memory does not fail");
+    out.into_inner()
+}
+
+/// The `q`-quantile (0–1) of sorted values.
+pub fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
