@@ -3,6 +3,7 @@
 //! it is tested on bytes in memory and run on the blob stream in a blocking task.
 
 use std::io::{self, Cursor, Read, Write};
+use std::thread;
 
 use k8or::config::ValidationLimits;
 
@@ -57,54 +58,68 @@ pub struct Inspection {
 
 /// Inspects an upload. `Err` only when the source itself fails (or the local spool does):
 /// that is worth a retry; everything wrong with the data is in `result`.
-pub fn inspect<R: Read>(source: R, limits: &ValidationLimits) -> io::Result<Inspection> {
-    let mut src = Metered::new(source);
-    let head = read_head(&mut src, HEAD_LEN)?;
+///
+/// The source is read on a second thread that also hashes the whole object (see
+/// [`Metered`]), so the entry hashes of an archive walk and the whole-object hash run side
+/// by side.
+pub fn inspect<R: Read + Send>(source: R, limits: &ValidationLimits) -> io::Result<Inspection> {
+    thread::scope(|scope| {
+        let mut src = Metered::new(scope, source);
+        let (problems, verified) = check(&mut src, limits)?;
+        let (bytes, sha256) = src.finish()?;
+        let result = match verified {
+            Some(v) if problems.is_empty() => Ok(v),
+            _ => Err(problems),
+        };
+        Ok(Inspection {
+            bytes,
+            sha256,
+            result,
+        })
+    })
+}
+
+/// Detects the kind and runs its checks, reading as far as they need.
+fn check(
+    src: &mut Metered<'_>,
+    limits: &ValidationLimits,
+) -> io::Result<(Problems, Option<Verified>)> {
+    let head = read_head(src, HEAD_LEN)?;
     let mut problems = Problems::default();
-    let verified = if head.is_empty() {
+    if head.is_empty() {
         problems.push(Check::EmptyFile, "the upload has no bytes");
-        None
-    } else {
-        match detect(&head) {
-            Kind::Picture(format) => {
-                let mut spool = tempfile::tempfile()?;
-                spool.write_all(&head)?;
-                let copied = io::copy(&mut src, &mut spool);
-                if let Some(e) = src.take_source_error() {
-                    return Err(e);
+        return Ok((problems, None));
+    }
+    let verified = match detect(&head) {
+        Kind::Picture(format) => {
+            let mut spool = tempfile::tempfile()?;
+            spool.write_all(&head)?;
+            let copied = io::copy(src, &mut spool);
+            if let Some(e) = src.take_source_error() {
+                return Err(e);
+            }
+            copied?;
+            picture::validate(format, &mut spool, limits, &mut problems)?.map(|(width, height)| {
+                Verified::Picture {
+                    format,
+                    width,
+                    height,
                 }
-                copied?;
-                picture::validate(format, &mut spool, limits, &mut problems)?.map(
-                    |(width, height)| Verified::Picture {
-                        format,
-                        width,
-                        height,
-                    },
-                )
+            })
+        }
+        Kind::Tar => {
+            let inventory = walk(Cursor::new(head).chain(&mut *src), limits, &mut problems);
+            if let Some(e) = src.take_source_error() {
+                return Err(e);
             }
-            Kind::Tar => {
-                let inventory = walk(Cursor::new(head).chain(&mut src), limits, &mut problems);
-                if let Some(e) = src.take_source_error() {
-                    return Err(e);
-                }
-                layout::check(&inventory, &mut problems).map(Verified::Archive)
-            }
-            Kind::Unknown(why) => {
-                problems.push(Check::UnknownFormat, why);
-                None
-            }
+            layout::check(&inventory, &mut problems).map(Verified::Archive)
+        }
+        Kind::Unknown(why) => {
+            problems.push(Check::UnknownFormat, why);
+            None
         }
     };
-    let (bytes, sha256) = src.finish()?;
-    let result = match verified {
-        Some(v) if problems.is_empty() => Ok(v),
-        _ => Err(problems),
-    };
-    Ok(Inspection {
-        bytes,
-        sha256,
-        result,
-    })
+    Ok((problems, verified))
 }
 
 #[cfg(test)]
