@@ -38,6 +38,12 @@ enum Command {
         #[arg(long, default_value = "24h", value_parser = parse_ttl)]
         ttl: Duration,
     },
+    /// Exit 0 if `GET /healthz` answers 200 at the address (the container health check).
+    Healthcheck {
+        /// host:port; an unspecified host (0.0.0.0) means this machine.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+    },
 }
 
 /// How long the ready-made tokens printed at an embedded start are valid.
@@ -49,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load().context("loading the settings")?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(settings).await,
+        Command::Healthcheck { addr } => healthcheck(&addr).await,
         Command::Token { user, role, ttl } => {
             let secret = secret::resolve(&settings).context("finding the token secret")?;
             let token = TokenKeys::new(secret.bytes())
@@ -92,6 +99,31 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             .context("the embedded workers failed")?;
     }
     served.context("serving")
+}
+
+/// One plain HTTP/1.1 request, so the image needs no curl.
+async fn healthcheck(addr: &str) -> anyhow::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.replacen("0.0.0.0:", "127.0.0.1:", 1);
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    };
+    let head = tokio::time::timeout(Duration::from_secs(5), probe)
+        .await
+        .with_context(|| format!("no answer from {addr} within 5 s"))?
+        .with_context(|| format!("asking {addr} for /healthz"))?;
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{addr} answered {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    Ok(())
 }
 
 /// A laptop start is ready to use: one token per role, for the seed's users.

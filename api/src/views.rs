@@ -121,6 +121,9 @@ pub struct JobView {
     #[serde(rename = "imageUID")]
     pub image_uid: String,
     pub username: String,
+    /// The image's name and version, as submitted (so a list of jobs can name them).
+    pub image_name: String,
+    pub image_version: String,
     #[schema(value_type = JobStatusDoc)]
     pub status: JobStatus,
     #[schema(value_type = Option<StageDoc>)]
@@ -153,6 +156,8 @@ impl From<JobRecord> for JobView {
             job_id: job.job_id,
             image_uid: job.image_uid,
             username: job.username,
+            image_name: job.request.image_metadata.image_name,
+            image_version: job.request.image_metadata.image_version,
             status: job.status,
             stage: job.stage,
             attempt: job.attempt,
