@@ -645,6 +645,10 @@ mod tests {
     }
 
     #[test]
+    #[expect(
+        clippy::result_large_err,
+        reason = "figment's Jail API fixes the closure's error type"
+    )]
     fn environment_overrides_files_and_ignores_other_variables() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("K8OR_STAGES__PERSIST_METADATA__CONCURRENCY", "3");
