@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use k8or::config::{BackendKind, LogFormat};
+use k8or::config::BackendKind;
 use k8or::Settings;
 use k8or_api::auth::parse_ttl;
 use k8or_api::{secret, Application, Role, TokenKeys};
@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(settings: Settings) -> anyhow::Result<()> {
-    init_tracing(settings.log_format);
+    k8or_workers::telemetry::init_tracing(settings.log_format);
     let embedded = settings.backend == BackendKind::Embedded;
     let app = Application::build(settings)
         .await
@@ -147,40 +147,7 @@ fn print_dev_tokens(app: &Application) -> anyhow::Result<()> {
 }
 
 async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    k8or_workers::signals::shutdown_signal().await;
     tracing::info!("shutting down: finishing requests and jobs in flight");
     shutdown.cancel();
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }

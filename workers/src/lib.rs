@@ -9,6 +9,7 @@
 
 pub mod monitor;
 pub mod runner;
+pub mod signals;
 pub mod stages;
 pub mod telemetry;
 

@@ -84,35 +84,6 @@ impl StageFilter {
     }
 }
 
-/// Completes on SIGTERM or ctrl-c.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for ctrl-c");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
-
 /// Installs this process's metrics recorder and serves it on `addr` until the returned
 /// token is cancelled.
 async fn start_metrics(addr: &str) -> anyhow::Result<CancellationToken> {
@@ -269,7 +240,13 @@ async fn main() -> anyhow::Result<()> {
             };
             let names: Vec<&str> = chosen.iter().map(|s| s.as_str()).collect();
             tracing::info!(stages = ?names, "k8or-worker starting");
-            k8or_workers::run_with(ctx, &chosen, shutdown_signal(), tuning).await?;
+            k8or_workers::run_with(
+                ctx,
+                &chosen,
+                k8or_workers::signals::shutdown_signal(),
+                tuning,
+            )
+            .await?;
             if let Some(stop) = metrics {
                 stop.cancel();
             }
