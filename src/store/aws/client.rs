@@ -21,9 +21,14 @@ pub use aws_sdk_sqs::config::Credentials;
 /// stage runner's own backoff takes over.
 const MAX_ATTEMPTS: u32 = 4;
 
-/// Connecting is bounded; reading is not, because a long poll holds the response for up to
-/// 20 seconds and a multi-GiB download for much longer.
+/// Connecting is bounded.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time to the first byte of a response, after which the attempt fails and is retried:
+/// more than SQS's longest long poll (20 s), so a healthy wait is never cut, while a server
+/// that stopped answering (a partition, a hung node) frees the worker instead of holding it
+/// forever. It bounds the first byte only, so long downloads are not cut, and S3 answers a
+/// long server-side copy with its status line at once.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where the AWS adapters connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,7 @@ impl AwsConnection {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(CONNECT_TIMEOUT)
+                    .read_timeout(READ_TIMEOUT)
                     .build(),
             );
         if let Some(url) = &self.endpoint_url {
