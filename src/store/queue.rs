@@ -150,7 +150,10 @@ pub trait Queue: Send + Sync + 'static {
     ) -> Result<Vec<Delivery>, QueueError>;
 
     /// Deletes a received message. A stale receipt is not an error (as in SQS): the call
-    /// succeeds and the message stays with whoever holds it now.
+    /// succeeds. The embedded queue then leaves the message with whoever holds it now; SQS
+    /// documents only that it "might not be deleted" (moto deletes it), so callers never
+    /// rely on either: every stage's effects are idempotent, and a message deleted early by
+    /// a slow holder has already had its effects and its next stage enqueued.
     async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
 
     /// Deletes several received messages; one result per receipt, in order.
