@@ -127,14 +127,47 @@ impl Jobs {
     /// Applies `change` to the stored job and writes it back if `change` says it changed
     /// something, guarded by the job's revision (compare-and-set, retried on a race).
     /// Returns the job as stored afterwards.
-    pub async fn modify<F>(&self, job_id: Uuid, mut change: F) -> Result<JobRecord, JobsError>
+    pub async fn modify<F>(&self, job_id: Uuid, change: F) -> Result<JobRecord, JobsError>
+    where
+        F: FnMut(&mut JobRecord) -> bool + Send,
+    {
+        self.modify_with(job_id, None, change).await
+    }
+
+    /// [`Jobs::modify`] starting from a copy of the job the caller read (or wrote) before,
+    /// which saves the read when no one wrote the job since: the write is guarded by that
+    /// copy's revision, so a stale copy only costs a re-read, never a lost update.
+    pub async fn modify_from<F>(&self, known: JobRecord, change: F) -> Result<JobRecord, JobsError>
+    where
+        F: FnMut(&mut JobRecord) -> bool + Send,
+    {
+        self.modify_with(known.job_id, Some(known), change).await
+    }
+
+    async fn modify_with<F>(
+        &self,
+        job_id: Uuid,
+        mut known: Option<JobRecord>,
+        mut change: F,
+    ) -> Result<JobRecord, JobsError>
     where
         F: FnMut(&mut JobRecord) -> bool + Send,
     {
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let mut job = self.get(job_id).await?.ok_or(JobsError::NotFound(job_id))?;
+            let (mut job, fresh) = match known.take() {
+                Some(job) => (job, false),
+                None => (
+                    self.get(job_id).await?.ok_or(JobsError::NotFound(job_id))?,
+                    true,
+                ),
+            };
             if !change(&mut job) {
-                return Ok(job);
+                if fresh {
+                    return Ok(job);
+                }
+                // "Nothing to change" judged on a copy that may be stale: judge it again on
+                // the stored job.
+                continue;
             }
             let seen = job.revision;
             job.revision += 1;

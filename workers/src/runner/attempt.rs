@@ -1,9 +1,16 @@
-//! One attempt of a stage on a job whose envelope is sound: mark the job started, run
-//! the stage under a visibility heartbeat, then settle the message by the result.
+//! One attempt of a stage on a job whose envelope is sound: run the stage under a
+//! visibility heartbeat, then settle the message by the result.
+//!
+//! The job is marked started only if the stage is still running after [`START_WRITE_AFTER`]:
+//! a stage that ends sooner has its start entry (with its real time) folded into the one
+//! write that records its result, which halves the job writes of a fast stage. Nothing
+//! a crash could lose depends on the start entry: the message stays until after the result
+//! is written, so a crash before it means a redelivery, as before.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use k8or::audit::NewError;
 use k8or::context::TraceParent;
 use k8or::store::Delivery;
@@ -15,6 +22,11 @@ use tracing::{info, warn};
 use super::execute::{backoff_only, discard, Execution};
 use super::{heartbeat_period, Outcome, StageError, StageHandler};
 
+/// How long a stage may run before its start is written on its own: long enough that the
+/// usual stage (milliseconds) ends first, short enough that the board shows any stage a
+/// person could watch as running while it runs.
+pub(super) const START_WRITE_AFTER: Duration = Duration::from_millis(100);
+
 pub(super) struct Attempt<'a> {
     pub ctx: &'a Context,
     pub handler: &'a dyn StageHandler,
@@ -24,6 +36,9 @@ pub(super) struct Attempt<'a> {
     pub stage: Stage,
     /// This attempt's trace context: the next stage's message names it as its parent.
     pub trace: TraceParent,
+    /// When the stage started, while that is not yet written to the job: the next job
+    /// write of this attempt adds the start entry first.
+    pub unwritten_start: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Attempt<'_> {
@@ -54,35 +69,84 @@ impl Attempt<'_> {
         if is_done_with(&job, stage) {
             return self.skip(&job).await;
         }
-        let mut skip = false;
-        let started = self
-            .ctx
-            .jobs
-            .modify(self.env.job_id, |job| {
-                skip = is_done_with(job, stage);
-                !skip && job.start_stage(stage, attempt)
-            })
-            .await;
-        let job = match started {
-            Ok(job) if skip => return self.skip(&job).await,
-            Ok(job) => job,
-            Err(e) => return self.retry(e.to_string(), false).await,
+        // The stage sees the job as it will be stored once its start is written.
+        let mut running = job.clone();
+        let started_at = if running.start_stage(stage, attempt) {
+            running.updated_at
+        } else {
+            Utc::now()
         };
+        *self.start_slot() = Some(started_at);
         info!("stage started");
-        match self.handle_with_heartbeat(&job, cancel).await {
+        let (result, stored) = self.handle_with_heartbeat(&running, job, cancel).await;
+        match result {
             None => self.release().await,
-            Some(Ok(outcome)) => self.finish(outcome).await,
+            Some(Ok(outcome)) => self.finish(outcome, stored).await,
             Some(Err(StageError::Retryable(error))) => self.retry(error, true).await,
             Some(Err(StageError::Permanent(reasons))) => self.reject(reasons).await,
         }
     }
 
-    /// Runs the stage while extending the message's visibility; `None` if cancelled.
+    fn start_slot(&self) -> std::sync::MutexGuard<'_, Option<DateTime<Utc>>> {
+        self.unwritten_start
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds this attempt's start entry to `job` if it is not written yet and the job is
+    /// not done with the stage; true if it changed the job. The entry keeps the real start
+    /// time.
+    fn fold_start(&self, job: &mut JobRecord) -> bool {
+        let Some(at) = *self.start_slot() else {
+            return false;
+        };
+        if is_done_with(job, self.stage) || !job.start_stage(self.stage, self.attempt()) {
+            return false;
+        }
+        if let Some(entry) = job.history.last_mut() {
+            entry.at = at;
+        }
+        true
+    }
+
+    /// The start entry is stored (or no longer wanted).
+    fn start_written(&self) {
+        *self.start_slot() = None;
+    }
+
+    /// Writes the start on its own, for a stage that runs long enough for the board to
+    /// show it running. `known` is the job as last read; returns the job as stored.
+    async fn write_start(&self, known: JobRecord) -> Option<JobRecord> {
+        match self
+            .ctx
+            .jobs
+            .modify_from(known, |job| self.fold_start(job))
+            .await
+        {
+            Ok(job) => {
+                self.start_written();
+                Some(job)
+            }
+            Err(e) => {
+                warn!(error = %e, "could not record the start; the result write records it");
+                None
+            }
+        }
+    }
+
+    /// Runs the stage while extending the message's visibility, and writes its start if it
+    /// runs past [`START_WRITE_AFTER`]; `None` if cancelled. Also returns the job as last
+    /// read or written (`stored`), for the result write to start from.
+    ///
+    /// The start write is a branch of its own beside the stage, never awaited inside another
+    /// branch: the stage may be suspended holding a store's writer, and a write awaited
+    /// while the stage is not polled would wait for that writer forever.
     async fn handle_with_heartbeat(
         &self,
         job: &JobRecord,
+        mut stored: JobRecord,
         cancel: &CancellationToken,
-    ) -> Option<Result<Outcome, StageError>> {
+    ) -> (Option<Result<Outcome, StageError>>, JobRecord) {
         let visibility = self
             .ctx
             .settings
@@ -94,10 +158,32 @@ impl Attempt<'_> {
         beat.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let work = self.handler.handle(job, self.env, self.ctx);
         tokio::pin!(work);
+        let start_due = Instant::now() + START_WRITE_AFTER;
+        let known = stored.clone();
+        let start = async move {
+            tokio::time::sleep_until(start_due).await;
+            self.write_start(known).await
+        };
+        tokio::pin!(start);
+        let mut start_pending = true;
         loop {
             tokio::select! {
-                out = &mut work => return Some(out),
-                () = cancel.cancelled() => return None,
+                out = &mut work => {
+                    // A start write under way is let finish rather than dropped midway.
+                    if start_pending && Instant::now() >= start_due {
+                        if let Some(job) = (&mut start).await {
+                            stored = job;
+                        }
+                    }
+                    return (Some(out), stored);
+                }
+                () = cancel.cancelled() => return (None, stored),
+                written = &mut start, if start_pending => {
+                    start_pending = false;
+                    if let Some(job) = written {
+                        stored = job;
+                    }
+                }
                 _ = beat.tick() => {
                     if let Err(e) = self
                         .ctx
@@ -113,13 +199,13 @@ impl Attempt<'_> {
         }
     }
 
-    async fn finish(&self, outcome: Outcome) -> Execution {
+    async fn finish(&self, outcome: Outcome, stored: JobRecord) -> Execution {
         let next = self.stage.next();
         let recorded = self
             .ctx
             .jobs
-            .modify(self.env.job_id, |job| {
-                let mut changed = false;
+            .modify_from(stored, |job| {
+                let mut changed = self.fold_start(job);
                 for (k, v) in &outcome.outputs {
                     if job.outputs.get(k) != Some(v) {
                         job.outputs.insert(k.clone(), v.clone());
@@ -143,6 +229,7 @@ impl Attempt<'_> {
         if let Err(e) = recorded {
             return self.retry(e.to_string(), false).await;
         }
+        self.start_written();
         if let Some(next) = next {
             let envelope = self.env.advance(next, &outcome.pids);
             if let Err(e) = self
@@ -180,11 +267,14 @@ impl Attempt<'_> {
                 .ctx
                 .jobs
                 .modify(self.env.job_id, |job| {
-                    job.retrying(stage, attempt, &error, delay_ms)
+                    let started = self.fold_start(job);
+                    job.retrying(stage, attempt, &error, delay_ms) || started
                 })
                 .await
             {
                 warn!(error = %e, "could not record the retry on the job");
+            } else {
+                self.start_written();
             }
         }
         out
@@ -223,7 +313,8 @@ impl Attempt<'_> {
             .ctx
             .jobs
             .modify(self.env.job_id, |job| {
-                job.reject(stage, attempt, reasons.clone())
+                let started = self.fold_start(job);
+                job.reject(stage, attempt, reasons.clone()) || started
             })
             .await;
         if let Err(e) = rejected {
@@ -262,10 +353,15 @@ impl Attempt<'_> {
         if let Err(e) = self
             .ctx
             .jobs
-            .modify(self.env.job_id, |job| job.retrying(stage, attempt, note, 0))
+            .modify(self.env.job_id, |job| {
+                let started = self.fold_start(job);
+                job.retrying(stage, attempt, note, 0) || started
+            })
             .await
         {
             warn!(error = %e, "could not record the release on the job");
+        } else {
+            self.start_written();
         }
         info!("released at shutdown");
         Execution::Released

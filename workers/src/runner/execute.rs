@@ -100,6 +100,7 @@ async fn execute_delivery(
         env: &env,
         stage,
         trace,
+        unwritten_start: std::sync::Mutex::new(None),
     }
     .run(cancel)
     .instrument(span)

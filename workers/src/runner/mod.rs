@@ -3,8 +3,10 @@
 //! `StageError`.
 //!
 //! Per message, the order is fixed so that a crash at any point loses nothing and doubles
-//! nothing: the job is marked started, the stage does its (idempotent) effects, the job
-//! records the outputs, the next stage is enqueued, and only then is the message deleted.
+//! nothing: the job is marked started (in its own write only if the stage runs on past a
+//! moment, else in the same write as the outputs), the stage does its (idempotent) effects,
+//! the job records the outputs, the next stage is enqueued, and only then is the message
+//! deleted.
 //! A crash before the delete means the message comes back and the stage runs again, which
 //! its idempotent effects make harmless.
 
@@ -13,6 +15,8 @@ mod backoff;
 mod drain;
 mod execute;
 pub mod faults;
+#[cfg(test)]
+mod tests;
 mod worker;
 
 use std::sync::Arc;
