@@ -30,6 +30,23 @@ pub const POST_NAME_PLACEHOLDER: &str = "{post_name}";
 /// Placeholder in the GUID URL, replaced by the GUID taken from the pool.
 pub const GUID_PLACEHOLDER: &str = "{guid}";
 
+/// A category's term slug, as WordPress makes it: lowercase ASCII words joined by `-`.
+/// Both ViewPort adapters name the categories they create with it.
+pub fn term_slug(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    match out.trim_end_matches('-') {
+        "" => "category".into(),
+        slug => slug.to_owned(),
+    }
+}
+
 /// Everything one publish writes. Text fields are plain text already (markup removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewPost {
@@ -142,4 +159,17 @@ pub trait ViewPort: Send + Sync + 'static {
 
     /// Readiness: a trivial round trip.
     async fn ping(&self) -> Result<(), ViewPortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn term_slugs_are_wordpress_like() {
+        assert_eq!(term_slug("Music"), "music");
+        assert_eq!(term_slug("Movie"), "movie");
+        assert_eq!(term_slug("Sci-Fi & Fantasy"), "sci-fi-fantasy");
+        assert_eq!(term_slug("  ?? "), "category");
+    }
 }

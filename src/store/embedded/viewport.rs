@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::db::{begin_immediate, classify, Db, ErrorClass};
 use crate::model::PostMeta;
 use crate::store::viewport::{
-    ImageUidRow, NewPost, PostRow, PublishedPost, ViewPort, ViewPortError, WpUser,
+    term_slug, ImageUidRow, NewPost, PostRow, PublishedPost, ViewPort, ViewPortError, WpUser,
     GUID_PLACEHOLDER, POST_NAME_PLACEHOLDER,
 };
 use crate::time::sql_datetime;
@@ -141,24 +141,6 @@ fn id(v: i64) -> u64 {
 
 fn sql_id(v: u64) -> Result<i64, ViewPortError> {
     i64::try_from(v).map_err(|_| ViewPortError::Backend(format!("id {v} is out of range")))
-}
-
-/// A category's term slug, as WordPress makes it: lowercase ASCII words joined by `-`.
-fn term_slug(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let trimmed = out.trim_end_matches('-');
-    if trimmed.is_empty() {
-        "category".into()
-    } else {
-        trimmed.to_owned()
-    }
 }
 
 /// The wished slug, or the first of `slug-2`, `slug-3`… no post has.
@@ -558,17 +540,5 @@ impl ViewPort for SqliteViewPort {
             .await
             .map_err(backend)?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn term_slugs_are_wordpress_like() {
-        assert_eq!(term_slug("Music"), "music");
-        assert_eq!(term_slug("Sci-Fi & Fantasy"), "sci-fi-fantasy");
-        assert_eq!(term_slug("  ?? "), "category");
     }
 }

@@ -11,27 +11,11 @@ use uuid::Uuid;
 
 use super::{code, error, error_number, MysqlViewPort};
 use crate::store::viewport::{
-    NewPost, PublishedPost, ViewPortError, GUID_PLACEHOLDER, POST_NAME_PLACEHOLDER,
+    term_slug, NewPost, PublishedPost, ViewPortError, GUID_PLACEHOLDER, POST_NAME_PLACEHOLDER,
 };
 
 /// How often a publish that lost a deadlock runs again before the stage's own retry.
 const PUBLISH_ATTEMPTS: u32 = 5;
-
-/// A category's term slug, as WordPress makes it: lowercase ASCII words joined by `-`.
-fn term_slug(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for c in name.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    match out.trim_end_matches('-') {
-        "" => "category".into(),
-        slug => slug.to_owned(),
-    }
-}
 
 pub(super) fn is_duplicate(e: &sqlx::Error) -> bool {
     error_number(e) == Some(code::DUPLICATE_KEY)
@@ -288,17 +272,5 @@ impl MysqlViewPort {
                 Err(e) => return Err(error(e)),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn term_slugs_are_wordpress_like() {
-        assert_eq!(term_slug("Movie"), "movie");
-        assert_eq!(term_slug("Sci-Fi & Fantasy"), "sci-fi-fantasy");
-        assert_eq!(term_slug("  ?? "), "category");
     }
 }
