@@ -146,6 +146,50 @@ impl Context {
     }
 }
 
+impl Context {
+    /// Moves `stage`'s dead letters that `filter` accepts back to the stage's queue (see
+    /// [`crate::store::redrive`]), marking each one's job re-driven (status "queued", attempt
+    /// count reset, history kept) before its message goes back, so the mark never lands
+    /// behind a worker that takes the message at once. A mark that cannot be written stops
+    /// the re-drive with the message still in the dead-letter queue.
+    pub async fn redrive_stage(
+        &self,
+        stage: crate::job::Stage,
+        filter: &(dyn Fn(&crate::store::Delivery) -> bool + Send + Sync),
+        dry_run: bool,
+    ) -> Result<crate::store::RedriveReport, QueueError> {
+        let config = self.settings.stages.get(stage);
+        let jobs = self.jobs.clone();
+        let mark = move |d: &crate::store::Delivery| {
+            let (jobs, job_id) = (
+                jobs.clone(),
+                JobEnvelope::parse(&d.body).ok().map(|e| e.job_id),
+            );
+            let fut: futures::future::BoxFuture<'static, Result<(), QueueError>> =
+                Box::pin(async move {
+                    let Some(id) = job_id else { return Ok(()) };
+                    match jobs.modify(id, |job| job.redriven(stage)).await {
+                        // A letter whose job is gone still moves; the stage discards it.
+                        Ok(_) | Err(crate::jobs::JobsError::NotFound(_)) => Ok(()),
+                        Err(e) => Err(QueueError::Unavailable(format!(
+                            "marking job {id} re-driven: {e}"
+                        ))),
+                    }
+                });
+            fut
+        };
+        crate::store::redrive_with(
+            self.stores.queue.as_ref(),
+            &config.dead_letter_queue,
+            &config.queue,
+            filter,
+            Some(&mark),
+            dry_run,
+        )
+        .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

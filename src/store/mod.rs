@@ -20,7 +20,10 @@ pub use queue::{
     DeadLetterPolicy, Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec,
     ReceiveOptions,
 };
-pub use redrive::{peek_dead_letters, redrive, DeadLetter, RedriveReport, RedrivenMessage};
+pub use redrive::{
+    peek_dead_letters, redrive, redrive_with, BeforeMove, DeadLetter, RedriveReport,
+    RedrivenMessage,
+};
 pub use tables::{
     Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables, TablesExt, TransactPut,
 };

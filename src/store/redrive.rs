@@ -5,9 +5,15 @@
 //! attributes, then deletes it from the dead-letter queue: the job goes on intact, as a new
 //! message whose receive count starts again. A crash between the two leaves a duplicate,
 //! never a loss; the stages are idempotent, so a duplicate is harmless.
+//!
+//! Whatever must be recorded of a move (the job shows "queued" again) is recorded by the
+//! `before_move` hook, before the send: once the message is back, a running worker may take
+//! it at once, and a record written after that would land behind the worker's.
 
 use std::collections::HashMap;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
 
 use super::queue::{Delivery, OutMessage, Queue, QueueError, ReceiveOptions};
 
@@ -116,11 +122,16 @@ trait AsyncVisit {
     }
 }
 
+/// Called for each message a redrive is about to move, before it is sent back; an error
+/// leaves the message where it is and ends the redrive with that error.
+pub type BeforeMove = dyn Fn(&Delivery) -> BoxFuture<'static, Result<(), QueueError>> + Send + Sync;
+
 struct Redrive<'a> {
     queue: &'a dyn Queue,
     dead_letter_queue: &'a str,
     source_queue: &'a str,
     filter: &'a (dyn Fn(&Delivery) -> bool + Send + Sync),
+    before_move: Option<&'a BeforeMove>,
     dry_run: bool,
     report: RedriveReport,
 }
@@ -138,6 +149,9 @@ impl AsyncVisit for Redrive<'_> {
                 body: d.body,
             });
             return Ok(true);
+        }
+        if let Some(before_move) = self.before_move {
+            before_move(&d).await?;
         }
         let message = OutMessage {
             body: d.body.clone(),
@@ -173,6 +187,26 @@ pub async fn redrive(
     filter: &(dyn Fn(&Delivery) -> bool + Send + Sync),
     dry_run: bool,
 ) -> Result<RedriveReport, QueueError> {
+    redrive_with(
+        queue,
+        dead_letter_queue,
+        source_queue,
+        filter,
+        None,
+        dry_run,
+    )
+    .await
+}
+
+/// [`redrive`], calling `before_move` for each message before it is sent back.
+pub async fn redrive_with(
+    queue: &dyn Queue,
+    dead_letter_queue: &str,
+    source_queue: &str,
+    filter: &(dyn Fn(&Delivery) -> bool + Send + Sync),
+    before_move: Option<&BeforeMove>,
+    dry_run: bool,
+) -> Result<RedriveReport, QueueError> {
     // Fail before touching the dead letters if the source is not there.
     queue.depth(source_queue).await?;
     let mut step = Redrive {
@@ -180,6 +214,7 @@ pub async fn redrive(
         dead_letter_queue,
         source_queue,
         filter,
+        before_move,
         dry_run,
         report: RedriveReport {
             dry_run,

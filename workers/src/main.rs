@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use k8or::config::BackendKind;
-use k8or::store::{redrive, Delivery};
+use k8or::store::Delivery;
 use k8or::{Context, JobEnvelope, Settings, Stage};
 use k8or_workers::monitor::{self, LetterState};
 use k8or_workers::runner::faults::Faults;
@@ -166,15 +166,10 @@ async fn dlq_redrive(
     let mut moved = 0;
     for stage in filter.stages() {
         let cfg = ctx.settings.stages.get(stage);
-        let report = redrive(
-            ctx.stores.queue.as_ref(),
-            &cfg.dead_letter_queue,
-            &cfg.queue,
-            &wanted,
-            dry_run,
-        )
-        .await
-        .with_context(|| format!("re-driving {}", cfg.dead_letter_queue))?;
+        let report = ctx
+            .redrive_stage(stage, &wanted, dry_run)
+            .await
+            .with_context(|| format!("re-driving {}", cfg.dead_letter_queue))?;
         for m in &report.matched {
             let job_id = JobEnvelope::parse(&m.body).ok().map(|e| e.job_id);
             let verb = if dry_run { "would move" } else { "moved" };
@@ -183,12 +178,6 @@ async fn dlq_redrive(
                 job_id.map_or_else(|| "-".into(), |j| j.to_string()),
                 m.dead_letter_id
             );
-            if let (false, Some(id)) = (dry_run, job_id) {
-                ctx.jobs
-                    .modify(id, |j| j.redriven(stage))
-                    .await
-                    .with_context(|| format!("marking job {id} re-driven"))?;
-            }
         }
         moved += report.matched.len();
     }

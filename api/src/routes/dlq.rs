@@ -5,7 +5,7 @@
 use axum::extract::State;
 use axum::Json;
 use k8or::context::ATTR_JOB_ID;
-use k8or::store::{peek_dead_letters, redrive, Delivery};
+use k8or::store::{peek_dead_letters, Delivery};
 use k8or::{JobEnvelope, JobStatus, Stage};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -202,25 +202,11 @@ pub async fn redrive_dead_letters(
         skipped: 0,
     };
     for stage in stages(req.stage) {
-        let config = ctx.settings.stages.get(stage);
-        let report = redrive(
-            ctx.stores.queue.as_ref(),
-            &config.dead_letter_queue,
-            &config.queue,
-            &filter,
-            req.dry_run,
-        )
-        .await?;
+        let report = ctx.redrive_stage(stage, &filter, req.dry_run).await?;
         response.skipped += report.skipped;
         for moved in report.matched {
+            // The job was marked re-driven before its message went back (redrive_stage).
             let job_id = JobEnvelope::parse(&moved.body).ok().map(|e| e.job_id);
-            if let (Some(id), false) = (job_id, req.dry_run) {
-                // The job shows "queued" again; a job that the monitor had not yet marked
-                // dead-lettered is left as it is.
-                if let Err(e) = ctx.jobs.modify(id, |job| job.redriven(stage)).await {
-                    tracing::warn!(job.id = %id, error = %e, "re-driven, but the job record was not updated");
-                }
-            }
             tracing::info!(stage = %stage, job.id = ?job_id, dry_run = req.dry_run, by = %caller.username, "dead letter re-driven");
             response.redriven.push(RedrivenJob {
                 stage,
