@@ -4,6 +4,7 @@
 //! - `queue`: no-op jobs through one stage (the queue's receive/delete-batch loop, and the
 //!   real runner with job records) vs a plain SQLite insert+delete loop;
 //! - `throughput`: seed-shaped jobs with a 4 KiB PNG through all four stages;
+//! - `stages`: the same jobs through one stage at a time: each stage's rate and CPU per job;
 //! - `latency`: submit → published at a steady offered rate, p50/p99;
 //! - `ingest`: a large multipart upload to a real `k8or-api serve`, vs writing the bytes to
 //!   a file; the server's peak RSS;
@@ -69,13 +70,21 @@ impl Scale {
 }
 
 /// The benchmarks, by the names the command takes.
-pub const NAMES: [&str; 5] = ["queue", "throughput", "latency", "ingest", "validate"];
+pub const NAMES: [&str; 6] = [
+    "queue",
+    "throughput",
+    "stages",
+    "latency",
+    "ingest",
+    "validate",
+];
 
 /// Runs one benchmark by name.
 pub async fn run(name: &str, scale: Scale) -> anyhow::Result<Vec<Row>> {
     match name {
         "queue" => queue::run(scale).await,
         "throughput" => pipeline::throughput(scale).await,
+        "stages" => pipeline::stages(scale).await,
         "latency" => pipeline::latency(scale).await,
         "ingest" => ingest::run(scale).await,
         "validate" => validate::run(scale).await,

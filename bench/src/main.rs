@@ -1,4 +1,4 @@
-//! `k8or-bench [--quick] all|queue|throughput|latency|ingest|validate…`: runs the chosen
+//! `k8or-bench [--quick] all|queue|throughput|stages|latency|ingest|validate…`: runs the chosen
 //! benchmarks and prints the results table (Markdown, like the README's).
 
 use clap::Parser;
@@ -10,7 +10,7 @@ struct Cli {
     /// Small sizes: the whole run takes well under a minute.
     #[arg(long)]
     quick: bool,
-    /// `all`, or any of: queue, throughput, latency, ingest, validate.
+    /// `all`, or any of: queue, throughput, stages, latency, ingest, validate.
     #[arg(default_value = "all")]
     benchmarks: Vec<String>,
 }
