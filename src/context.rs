@@ -148,7 +148,7 @@ impl Context {
 
 impl Context {
     /// Moves `stage`'s dead letters that `filter` accepts back to the stage's queue (see
-    /// [`crate::store::redrive`]), marking each one's job re-driven (status "queued", attempt
+    /// [`crate::store::redrive::redrive`]), marking each one's job re-driven (status "queued", attempt
     /// count reset, history kept) before its message goes back, so the mark never lands
     /// behind a worker that takes the message at once. A mark that cannot be written stops
     /// the re-drive with the message still in the dead-letter queue.

@@ -1,5 +1,6 @@
 //! The conformance suites against the embedded adapters: SQLite for queue, tables and
-//! ViewPort, a folder for blobs. Every test gets its own data folder.
+//! ViewPort, a folder for blobs (in both of its layouts: content types in extended
+//! attributes, and in sidecar files). Every test gets its own data folder.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -43,6 +44,16 @@ async fn fresh_blobs() -> Arc<dyn Blobs> {
     )
 }
 
+/// The same store with content types in sidecar files, the layout it falls back to on a
+/// filesystem without extended attributes.
+async fn fresh_sidecar_blobs() -> Arc<dyn Blobs> {
+    let blobs = FolderBlobs::open_with_sidecars(&fresh_dir().join("blobs"))
+        .await
+        .expect("open blobs");
+    assert!(!blobs.uses_xattrs());
+    Arc::new(blobs)
+}
+
 async fn fresh_viewport() -> Arc<dyn ViewPort> {
     Arc::new(
         SqliteViewPort::open(&fresh_dir().join("viewport.db"))
@@ -59,8 +70,13 @@ mod sqlite_tables {
     k8or_tests::tables_conformance!(super::fresh_tables());
 }
 
+/// Content types in extended attributes where the filesystem has them (else sidecars).
 mod folder_blobs {
     k8or_tests::blobs_conformance!(super::fresh_blobs());
+}
+
+mod folder_blobs_sidecars {
+    k8or_tests::blobs_conformance!(super::fresh_sidecar_blobs());
 }
 
 mod sqlite_viewport {

@@ -1,27 +1,70 @@
 //! The Blobs port on a local folder: `<root>/<bucket>/<key>`.
 //!
-//! An object is written to a temporary file on the same filesystem, synced, then renamed
-//! into place, so a reader (or a crash) sees the whole object or none of it. The content
-//! type lives beside the data under `<root>/.meta/<bucket>/<key>`; bucket names cannot start
-//! with a dot, so no bucket can collide with it or with `.tmp`.
+//! An object is written to a temporary file under `<root>/.tmp` (same filesystem), synced,
+//! then renamed into place, and its folder is synced after the rename: a reader or a crash
+//! sees the whole object or none of it, and a put that returned is on disk.
+//!
+//! The content type is an extended attribute (`user.k8or.content_type`) of the data file
+//! itself, set on the temporary file before the rename, so data and type appear together
+//! in one rename and an object is one inode. An object put without a type carries the
+//! attribute too, holding a single NUL byte (which no HTTP header can carry; a type of
+//! exactly "\0" would read back as none), so the attribute alone decides the type of every
+//! object written this way.
+//!
+//! Where the filesystem has no user extended attributes (probed once in
+//! [`FolderBlobs::open`]), or when asked for with [`FolderBlobs::open_with_sidecars`], the
+//! type lives in a sidecar file `<root>/.meta/<bucket>/<key>` (the only layout of earlier
+//! versions), written (temp, sync, rename) just before the data is renamed into place.
+//! That layout is not atomic: a crash between the two renames pairs the new type (or a
+//! removed type) with the old data. A type too long for an attribute (over 64 KiB on
+//! Linux, or over what the filesystem holds) also goes to a sidecar. Reads take the
+//! attribute first and the sidecar only when the data file has none, so a folder written
+//! in either layout, or in both, reads back right. Bucket names cannot start with a dot,
+//! so no bucket can collide with `.meta` or `.tmp`.
+//!
+//! Each operation does its filesystem work in one blocking task (`spawn_blocking`) with
+//! `std::fs`: a put whose body fits in 1 MiB is gathered in memory first; a larger one
+//! streams in batches of about 1 MiB, one blocking task each.
 
-use std::io;
+use std::ffi::CStr;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio::fs;
-use tokio::io::AsyncWriteExt;
+use bytes::Bytes;
+use futures::{future, stream, StreamExt};
 use tokio_util::io::ReaderStream;
 
 use crate::store::blobs::{check_key, BlobError, BlobInfo, Blobs, ByteStream};
 
-/// Chunk size of object reads.
+/// Chunk size of object reads; an object up to this size is read in one go.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// A put body up to this size is gathered in memory and written in one blocking task.
+const SMALL_PUT: usize = 1024 * 1024;
+
+/// A larger body is written in batches of about this size, one blocking task each.
+const WRITE_BATCH: usize = 1024 * 1024;
+
+/// The extended attribute holding an object's content type.
+pub const CONTENT_TYPE_XATTR: &CStr = c"user.k8or.content_type";
+
+/// The attribute value of an object put without a content type.
+const NO_TYPE: &[u8] = b"\0";
 
 /// The embedded object store.
 pub struct FolderBlobs {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     root: PathBuf,
+    /// New objects carry their type in an extended attribute (else in a sidecar).
+    write_xattrs: bool,
+    /// The filesystem has user extended attributes, so reads look there first.
+    read_xattrs: bool,
 }
 
 fn io_error(e: io::Error) -> BlobError {
@@ -29,6 +72,15 @@ fn io_error(e: io::Error) -> BlobError {
         io::ErrorKind::StorageFull => BlobError::Unavailable(e.to_string()),
         _ => BlobError::Backend(e.to_string()),
     }
+}
+
+/// A path that does not exist, as an object: missing, or a file where a folder of the key
+/// would be.
+fn is_missing(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+    )
 }
 
 /// S3's bucket naming rules, which also keep a bucket a single, non-hidden folder.
@@ -42,6 +94,35 @@ fn valid_bucket(name: &str) -> bool {
         && !name.contains("..")
 }
 
+/// Runs `f` on the blocking pool; a panic in it carries on in the caller.
+async fn blocking<T, F>(f: F) -> Result<T, BlobError>
+where
+    F: FnOnce() -> Result<T, BlobError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(BlobError::Backend(format!("blocking task failed: {e}"))),
+    }
+}
+
+/// The content type as stored in the attribute.
+fn encode_type(content_type: Option<&str>) -> &[u8] {
+    content_type.map_or(NO_TYPE, str::as_bytes)
+}
+
+fn decode_type(value: Vec<u8>) -> Result<Option<String>, BlobError> {
+    if value == NO_TYPE {
+        return Ok(None);
+    }
+    String::from_utf8(value)
+        .map(Some)
+        .map_err(|_| BlobError::Backend("a content type that is not UTF-8".to_owned()))
+}
+
+mod xattr;
+
 /// A file that is deleted when dropped unless it was renamed into place: a failed or
 /// cancelled write leaves nothing behind.
 struct TempFile {
@@ -52,111 +133,429 @@ struct TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         if !self.kept {
-            let _ = std::fs::remove_file(&self.path);
+            let _ = fs::remove_file(&self.path);
         }
     }
 }
 
-impl FolderBlobs {
-    /// Uses `root` as the store, creating it if missing.
-    pub async fn open(root: &Path) -> io::Result<Self> {
-        fs::create_dir_all(root.join(".tmp")).await?;
-        fs::create_dir_all(root.join(".meta")).await?;
-        Ok(Self {
-            root: root.to_owned(),
-        })
+/// A put that streams: the open temporary file and where it goes.
+struct Upload {
+    temp: TempFile,
+    file: File,
+    dest: PathBuf,
+    size: u64,
+}
+
+/// What `get` opened: a small object read whole, or a file to stream.
+enum Opened {
+    Whole(Bytes),
+    File(File),
+}
+
+/// Syncs a folder, making the entries renamed or made in it durable. Errors are ignored:
+/// some filesystems cannot sync a folder, and the data itself is already synced.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Writes the chunks with as few calls as it can.
+fn write_chunks(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    match chunks {
+        [] => Ok(()),
+        [one] => file.write_all(one),
+        many => file.write_all(&many.concat()),
+    }
+}
+
+/// Makes `dir` and any missing folders above it, and lists in `made` each folder whose
+/// entry is new (to be synced once the object is in place).
+fn make_dirs(dir: &Path, made: &mut Vec<PathBuf>) -> io::Result<()> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let parent = dir.parent().ok_or(e)?;
+            make_dirs(parent, made)?;
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        made.push(parent.to_owned());
+    }
+    Ok(())
+}
+
+/// Removes a file; `Ok(false)` if there was none.
+fn remove_if_present(path: &Path) -> Result<bool, BlobError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if is_missing(&e) => Ok(false),
+        Err(e) => Err(io_error(e)),
+    }
+}
+
+/// Removes folders left empty under `stop` after a delete, so deleted prefixes vanish as
+/// they do in S3.
+fn prune(mut dir: PathBuf, stop: &Path) {
+    while dir != stop && dir.starts_with(stop) {
+        if fs::remove_dir(&dir).is_err() || !dir.pop() {
+            break;
+        }
+    }
+}
+
+impl Inner {
+    /// Whether a file in this store can carry the content-type attribute.
+    fn probe_xattrs(&self) -> io::Result<bool> {
+        let (_temp, file) = self.create_temp()?;
+        match xattr::set(&file, b"probe").and_then(|()| xattr::get(&file)) {
+            Ok(Some(v)) if v == b"probe" => Ok(true),
+            Ok(_) => Ok(false),
+            Err(e) if xattr::unsupported(&e) => Ok(false),
+            Err(e) => {
+                tracing::warn!(
+                    root = %self.root.display(),
+                    error = %e,
+                    "extended attributes failed; keeping content types in sidecar files"
+                );
+                Ok(false)
+            }
+        }
     }
 
-    async fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, BlobError> {
+    fn not_found(bucket: &str, key: &str) -> BlobError {
+        BlobError::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, BlobError> {
         let dir = self.root.join(bucket);
-        if valid_bucket(bucket) && fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
+        if valid_bucket(bucket) && fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
             Ok(dir)
         } else {
             Err(BlobError::NoSuchBucket(bucket.to_owned()))
         }
     }
 
-    /// The data and content-type paths of an object, after checking bucket and key.
-    async fn paths(&self, bucket: &str, key: &str) -> Result<(PathBuf, PathBuf), BlobError> {
-        check_key(key)?;
-        let dir = self.bucket_dir(bucket).await?;
-        Ok((
-            dir.join(key),
-            self.root.join(".meta").join(bucket).join(key),
-        ))
+    /// The data path of an object in an existing bucket (the key is already checked).
+    fn data_path(&self, bucket: &str, key: &str) -> Result<PathBuf, BlobError> {
+        Ok(self.bucket_dir(bucket)?.join(key))
     }
 
-    fn temp(&self) -> TempFile {
-        TempFile {
-            path: self
-                .root
-                .join(".tmp")
-                .join(uuid::Uuid::new_v4().simple().to_string()),
-            kept: false,
-        }
+    fn meta_dir(&self, bucket: &str) -> PathBuf {
+        self.root.join(".meta").join(bucket)
     }
 
-    /// Renames a synced temporary file into place, making the folders on the way. A
-    /// concurrent delete may remove an emptied folder between the two, so it tries again.
-    async fn install(&self, mut temp: TempFile, dest: &Path) -> Result<(), BlobError> {
+    fn meta_path(&self, bucket: &str, key: &str) -> PathBuf {
+        self.meta_dir(bucket).join(key)
+    }
+
+    fn create_temp(&self) -> io::Result<(TempFile, File)> {
+        let path = self
+            .root
+            .join(".tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok((TempFile { path, kept: false }, file))
+    }
+
+    /// Renames a synced temporary file into place, then syncs its folder (and any folder
+    /// made for it). Folders are made only when the rename finds one missing. A concurrent
+    /// delete may prune a folder just made (before the rename, or before the folder below
+    /// it is made), so it tries again.
+    fn install(&self, mut temp: TempFile, dest: &Path) -> Result<(), BlobError> {
         let parent = dest.parent().expect("an object path has a parent");
+        let mut made = Vec::new();
         let mut attempts = 0;
         loop {
-            fs::create_dir_all(parent).await.map_err(io_error)?;
-            match fs::rename(&temp.path, dest).await {
+            let missing = match fs::rename(&temp.path, dest) {
                 Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => e,
+                Err(e) => return Err(io_error(e)),
+            };
+            if attempts == 10 {
+                return Err(io_error(missing));
+            }
+            attempts += 1;
+            match make_dirs(parent, &mut made) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_error(e)),
             }
         }
         temp.kept = true;
-        // The rename is durable once the folder's entry is on disk.
-        if let Ok(dir) = fs::File::open(parent).await {
-            let _ = dir.sync_all().await;
+        sync_dir(parent);
+        made.dedup();
+        for dir in made.iter().rev() {
+            sync_dir(dir);
         }
         Ok(())
     }
 
-    /// Writes small metadata the same way as data: temp, sync, rename.
-    async fn write_small(&self, dest: &Path, bytes: &[u8]) -> Result<(), BlobError> {
-        let temp = self.temp();
-        let mut f = fs::File::create(&temp.path).await.map_err(io_error)?;
-        f.write_all(bytes).await.map_err(io_error)?;
-        f.sync_all().await.map_err(io_error)?;
-        drop(f);
-        self.install(temp, dest).await
-    }
-
-    async fn set_content_type(
+    /// Writes or removes the sidecar of an object.
+    fn write_sidecar(
         &self,
-        meta: &Path,
+        bucket: &str,
+        key: &str,
         content_type: Option<&str>,
     ) -> Result<(), BlobError> {
-        match content_type {
-            Some(ct) => self.write_small(meta, ct.as_bytes()).await,
-            None => remove_if_present(meta).await,
+        let meta = self.meta_path(bucket, key);
+        let Some(ct) = content_type else {
+            return remove_if_present(&meta).map(drop);
+        };
+        let (temp, mut file) = self.create_temp().map_err(io_error)?;
+        file.write_all(ct.as_bytes()).map_err(io_error)?;
+        file.sync_all().map_err(io_error)?;
+        drop(file);
+        self.install(temp, &meta)
+    }
+
+    /// Tags a written temporary file with its type, syncs it and renames it into place.
+    fn finish(
+        &self,
+        temp: TempFile,
+        file: File,
+        dest: &Path,
+        bucket: &str,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<(), BlobError> {
+        let mut sidecar = !self.write_xattrs;
+        if self.write_xattrs {
+            match xattr::set(&file, encode_type(content_type)) {
+                Ok(()) => {}
+                Err(e) if xattr::too_big(&e) => sidecar = true,
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+        file.sync_all().map_err(io_error)?;
+        drop(file);
+        if sidecar {
+            self.write_sidecar(bucket, key, content_type)?;
+        }
+        self.install(temp, dest)
+    }
+
+    /// The type of an open object: its attribute, else its sidecar.
+    fn read_type(&self, file: &File, bucket: &str, key: &str) -> Result<Option<String>, BlobError> {
+        if self.read_xattrs {
+            match xattr::get(file) {
+                Ok(Some(value)) => return decode_type(value),
+                Ok(None) => {}
+                Err(e) if xattr::unsupported(&e) => {}
+                Err(e) => return Err(io_error(e)),
+            }
+        }
+        match fs::read(self.meta_path(bucket, key)) {
+            Ok(value) => String::from_utf8(value)
+                .map(Some)
+                .map_err(|_| BlobError::Backend("a content type that is not UTF-8".to_owned())),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(io_error(e)),
         }
     }
 
-    /// Removes folders left empty under `stop` after a delete, so deleted prefixes vanish
-    /// as they do in S3.
-    async fn prune(&self, mut dir: PathBuf, stop: &Path) {
-        while dir != stop && dir.starts_with(stop) {
-            if fs::remove_dir(&dir).await.is_err() {
-                break;
+    /// Opens an object's data file; `None` if there is no object.
+    fn open_object(&self, bucket: &str, key: &str) -> Result<Option<(File, u64)>, BlobError> {
+        let path = self.data_path(bucket, key)?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(io_error(e)),
+        };
+        let meta = file.metadata().map_err(io_error)?;
+        Ok(meta.is_file().then_some((file, meta.len())))
+    }
+
+    fn ensure_bucket(&self, bucket: &str) -> Result<bool, BlobError> {
+        let dir = self.root.join(bucket);
+        if fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return Ok(false);
+        }
+        if !self.write_xattrs {
+            fs::create_dir_all(self.meta_dir(bucket)).map_err(io_error)?;
+        }
+        match fs::create_dir(&dir) {
+            Ok(()) => {
+                sync_dir(&self.root);
+                Ok(true)
             }
-            if !dir.pop() {
-                break;
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(io_error(e)),
+        }
+    }
+
+    fn put_whole(
+        &self,
+        bucket: &str,
+        key: &str,
+        chunks: &[Bytes],
+        content_type: Option<&str>,
+    ) -> Result<u64, BlobError> {
+        let dest = self.data_path(bucket, key)?;
+        let (temp, mut file) = self.create_temp().map_err(io_error)?;
+        write_chunks(&mut file, chunks).map_err(io_error)?;
+        self.finish(temp, file, &dest, bucket, key, content_type)?;
+        Ok(chunks.iter().map(|c| c.len() as u64).sum())
+    }
+
+    fn start_upload(&self, bucket: &str, key: &str, chunks: &[Bytes]) -> Result<Upload, BlobError> {
+        let dest = self.data_path(bucket, key)?;
+        let (temp, file) = self.create_temp().map_err(io_error)?;
+        let mut upload = Upload {
+            temp,
+            file,
+            dest,
+            size: 0,
+        };
+        upload.write(chunks)?;
+        Ok(upload)
+    }
+
+    fn get(&self, bucket: &str, key: &str) -> Result<Opened, BlobError> {
+        let (mut file, size) = self
+            .open_object(bucket, key)?
+            .ok_or_else(|| Self::not_found(bucket, key))?;
+        if size > READ_CHUNK as u64 {
+            return Ok(Opened::File(file));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        file.read_to_end(&mut data).map_err(io_error)?;
+        Ok(Opened::Whole(data.into()))
+    }
+
+    fn head(&self, bucket: &str, key: &str) -> Result<Option<BlobInfo>, BlobError> {
+        let Some((file, size)) = self.open_object(bucket, key)? else {
+            return Ok(None);
+        };
+        // Read from the same open file: a concurrent overwrite cannot pair this size
+        // with the next object's type.
+        let content_type = self.read_type(&file, bucket, key)?;
+        Ok(Some(BlobInfo { size, content_type }))
+    }
+
+    fn copy(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+    ) -> Result<(), BlobError> {
+        let src = self.data_path(src_bucket, src_key)?;
+        let dst = self.data_path(dst_bucket, dst_key)?;
+        if src == dst {
+            return Ok(());
+        }
+        let (mut from, _) = self
+            .open_object(src_bucket, src_key)?
+            .ok_or_else(|| Self::not_found(src_bucket, src_key))?;
+        let content_type = self.read_type(&from, src_bucket, src_key)?;
+        // A byte copy (copy_file_range), never a hard link: the two objects must not share
+        // an inode, or a later change to one would show in the other.
+        let (temp, mut to) = self.create_temp().map_err(io_error)?;
+        io::copy(&mut from, &mut to).map_err(io_error)?;
+        drop(from);
+        self.finish(temp, to, &dst, dst_bucket, dst_key, content_type.as_deref())
+    }
+
+    fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
+        let bucket_dir = self.bucket_dir(bucket)?;
+        let data = bucket_dir.join(key);
+        remove_if_present(&data)?;
+        if let Some(parent) = data.parent() {
+            prune(parent.to_owned(), &bucket_dir);
+        }
+        // A sidecar, from the sidecar layout or an older data folder.
+        let meta = self.meta_path(bucket, key);
+        if remove_if_present(&meta)? {
+            if let Some(parent) = meta.parent() {
+                prune(parent.to_owned(), &self.meta_dir(bucket));
             }
         }
+        Ok(())
     }
 }
 
-async fn remove_if_present(path: &Path) -> Result<(), BlobError> {
-    match fs::remove_file(path).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io_error(e)),
+impl Upload {
+    fn write(&mut self, chunks: &[Bytes]) -> Result<(), BlobError> {
+        write_chunks(&mut self.file, chunks).map_err(io_error)?;
+        self.size += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+        Ok(())
+    }
+}
+
+/// Reads chunks from the body until it ends or `limit` bytes are held; `true` if it ended.
+async fn gather(
+    body: &mut ByteStream,
+    chunks: &mut Vec<Bytes>,
+    limit: usize,
+) -> Result<bool, BlobError> {
+    let mut held = 0;
+    while held <= limit {
+        match body.next().await {
+            None => return Ok(true),
+            Some(Ok(chunk)) => {
+                held += chunk.len();
+                chunks.push(chunk);
+            }
+            Some(Err(e)) => return Err(BlobError::Body(e)),
+        }
+    }
+    Ok(false)
+}
+
+impl FolderBlobs {
+    /// Uses `root` as the store, creating it if missing. Content types go in extended
+    /// attributes where the filesystem has them, else in sidecar files.
+    pub async fn open(root: &Path) -> io::Result<Self> {
+        Self::open_as(root, false).await
+    }
+
+    /// As [`open`](Self::open), but always writes content types to sidecar files (the
+    /// layout of filesystems without extended attributes).
+    pub async fn open_with_sidecars(root: &Path) -> io::Result<Self> {
+        Self::open_as(root, true).await
+    }
+
+    /// Whether new objects carry their content type in an extended attribute.
+    pub fn uses_xattrs(&self) -> bool {
+        self.inner.write_xattrs
+    }
+
+    async fn open_as(root: &Path, sidecars: bool) -> io::Result<Self> {
+        let root = root.to_owned();
+        let inner = tokio::task::spawn_blocking(move || {
+            fs::create_dir_all(root.join(".tmp"))?;
+            let mut inner = Inner {
+                root,
+                write_xattrs: false,
+                read_xattrs: false,
+            };
+            let xattrs = inner.probe_xattrs()?;
+            inner.read_xattrs = xattrs;
+            inner.write_xattrs = xattrs && !sidecars;
+            if !inner.write_xattrs {
+                fs::create_dir_all(inner.root.join(".meta"))?;
+            }
+            Ok::<_, io::Error>(inner)
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
     }
 }
 
@@ -168,18 +567,8 @@ impl Blobs for FolderBlobs {
                 "invalid bucket name {bucket:?}: 3 to 63 lowercase letters, digits, '-' or '.'"
             )));
         }
-        let dir = self.root.join(bucket);
-        if fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()) {
-            return Ok(false);
-        }
-        fs::create_dir_all(self.root.join(".meta").join(bucket))
-            .await
-            .map_err(io_error)?;
-        match fs::create_dir(&dir).await {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(io_error(e)),
-        }
+        let (inner, bucket) = (self.inner.clone(), bucket.to_owned());
+        blocking(move || inner.ensure_bucket(&bucket)).await
     }
 
     async fn put(
@@ -189,54 +578,72 @@ impl Blobs for FolderBlobs {
         mut body: ByteStream,
         content_type: Option<&str>,
     ) -> Result<u64, BlobError> {
-        let (data, meta) = self.paths(bucket, key).await?;
-        let temp = self.temp();
-        let mut file = fs::File::create(&temp.path).await.map_err(io_error)?;
-        let mut size = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(BlobError::Body)?;
-            file.write_all(&chunk).await.map_err(io_error)?;
-            size += chunk.len() as u64;
+        check_key(key)?;
+        let (bucket, key) = (bucket.to_owned(), key.to_owned());
+        let content_type = content_type.map(str::to_owned);
+        let mut chunks = Vec::new();
+        if gather(&mut body, &mut chunks, SMALL_PUT).await? {
+            let inner = self.inner.clone();
+            return blocking(move || {
+                inner.put_whole(&bucket, &key, &chunks, content_type.as_deref())
+            })
+            .await;
         }
-        file.sync_all().await.map_err(io_error)?;
-        drop(file);
-        self.set_content_type(&meta, content_type).await?;
-        self.install(temp, &data).await?;
-        Ok(size)
+        let mut upload = {
+            let (inner, bucket, key) = (self.inner.clone(), bucket.clone(), key.clone());
+            blocking(move || inner.start_upload(&bucket, &key, &chunks)).await?
+        };
+        loop {
+            let mut batch = Vec::new();
+            let ended = match gather(&mut body, &mut batch, WRITE_BATCH).await {
+                Ok(ended) => ended,
+                Err(e) => {
+                    // The temporary file goes with the upload, off the runtime's threads.
+                    let _ = tokio::task::spawn_blocking(move || drop(upload)).await;
+                    return Err(e);
+                }
+            };
+            upload = blocking(move || {
+                let mut upload = upload;
+                upload.write(&batch)?;
+                Ok(upload)
+            })
+            .await?;
+            if ended {
+                break;
+            }
+        }
+        let inner = self.inner.clone();
+        blocking(move || {
+            let Upload {
+                temp,
+                file,
+                dest,
+                size,
+            } = upload;
+            inner.finish(temp, file, &dest, &bucket, &key, content_type.as_deref())?;
+            Ok(size)
+        })
+        .await
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<ByteStream, BlobError> {
-        let (data, _) = self.paths(bucket, key).await?;
-        match fs::File::open(&data).await {
-            Ok(f) if f.metadata().await.is_ok_and(|m| m.is_file()) => {
-                Ok(Box::pin(ReaderStream::with_capacity(f, READ_CHUNK)))
-            }
-            Ok(_) => Err(BlobError::NotFound {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(BlobError::NotFound {
-                bucket: bucket.to_owned(),
-                key: key.to_owned(),
-            }),
-            Err(e) => Err(io_error(e)),
+        check_key(key)?;
+        let (inner, bucket, key) = (self.inner.clone(), bucket.to_owned(), key.to_owned());
+        match blocking(move || inner.get(&bucket, &key)).await? {
+            Opened::Whole(data) if data.is_empty() => Ok(Box::pin(stream::empty())),
+            Opened::Whole(data) => Ok(Box::pin(stream::once(future::ready(Ok(data))))),
+            Opened::File(f) => Ok(Box::pin(ReaderStream::with_capacity(
+                tokio::fs::File::from_std(f),
+                READ_CHUNK,
+            ))),
         }
     }
 
     async fn head(&self, bucket: &str, key: &str) -> Result<Option<BlobInfo>, BlobError> {
-        let (data, meta) = self.paths(bucket, key).await?;
-        let size = match fs::metadata(&data).await {
-            Ok(m) if m.is_file() => m.len(),
-            Ok(_) => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(e)),
-        };
-        let content_type = match fs::read_to_string(&meta).await {
-            Ok(ct) => Some(ct),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(io_error(e)),
-        };
-        Ok(Some(BlobInfo { size, content_type }))
+        check_key(key)?;
+        let (inner, bucket, key) = (self.inner.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || inner.head(&bucket, &key)).await
     }
 
     async fn copy(
@@ -246,57 +653,18 @@ impl Blobs for FolderBlobs {
         dst_bucket: &str,
         dst_key: &str,
     ) -> Result<(), BlobError> {
-        let (src, _) = self.paths(src_bucket, src_key).await?;
-        let (dst, dst_meta) = self.paths(dst_bucket, dst_key).await?;
-        if src == dst {
-            return Ok(());
-        }
-        let content_type = self
-            .head(src_bucket, src_key)
-            .await?
-            .ok_or_else(|| BlobError::NotFound {
-                bucket: src_bucket.to_owned(),
-                key: src_key.to_owned(),
-            })?
-            .content_type;
-        // A byte copy, never a hard link: the two objects must not share an inode, or a
-        // later change to one would show in the other.
-        let temp = self.temp();
-        match fs::copy(&src, &temp.path).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(BlobError::NotFound {
-                    bucket: src_bucket.to_owned(),
-                    key: src_key.to_owned(),
-                })
-            }
-            Err(e) => return Err(io_error(e)),
-        }
-        let f = fs::OpenOptions::new()
-            .write(true)
-            .open(&temp.path)
-            .await
-            .map_err(io_error)?;
-        f.sync_all().await.map_err(io_error)?;
-        drop(f);
-        self.set_content_type(&dst_meta, content_type.as_deref())
-            .await?;
-        self.install(temp, &dst).await
+        check_key(src_key)?;
+        check_key(dst_key)?;
+        let inner = self.inner.clone();
+        let (sb, sk) = (src_bucket.to_owned(), src_key.to_owned());
+        let (db, dk) = (dst_bucket.to_owned(), dst_key.to_owned());
+        blocking(move || inner.copy(&sb, &sk, &db, &dk)).await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
-        let (data, meta) = self.paths(bucket, key).await?;
-        remove_if_present(&data).await?;
-        remove_if_present(&meta).await?;
-        let bucket_dir = self.root.join(bucket);
-        if let Some(parent) = data.parent() {
-            self.prune(parent.to_owned(), &bucket_dir).await;
-        }
-        let meta_dir = self.root.join(".meta").join(bucket);
-        if let Some(parent) = meta.parent() {
-            self.prune(parent.to_owned(), &meta_dir).await;
-        }
-        Ok(())
+        check_key(key)?;
+        let (inner, bucket, key) = (self.inner.clone(), bucket.to_owned(), key.to_owned());
+        blocking(move || inner.delete(&bucket, &key)).await
     }
 }
 
@@ -304,6 +672,7 @@ impl Blobs for FolderBlobs {
 mod tests {
     use super::*;
     use crate::store::blobs::{bytes_body, read_all};
+    use futures::TryStreamExt;
 
     #[test]
     fn bucket_names_follow_s3() {
@@ -317,30 +686,286 @@ mod tests {
         }
     }
 
+    async fn open(root: &Path, sidecars: bool) -> FolderBlobs {
+        if sidecars {
+            FolderBlobs::open_with_sidecars(root).await.unwrap()
+        } else {
+            FolderBlobs::open(root).await.unwrap()
+        }
+    }
+
+    /// Whether files under `dir` take user extended attributes, asked of the filesystem
+    /// directly.
+    fn fs_has_xattrs(dir: &Path) -> bool {
+        let path = dir.join("xattr-check");
+        let file = File::create(&path).unwrap();
+        let ok = xattr::set(&file, b"x").is_ok();
+        fs::remove_file(path).unwrap();
+        ok
+    }
+
+    fn type_attr(path: &Path) -> Option<Vec<u8>> {
+        xattr::get(&File::open(path).unwrap()).unwrap()
+    }
+
+    /// The content type `head` reports for an object of bucket `bkt` that must exist.
+    async fn ct(b: &FolderBlobs, key: &str) -> Option<String> {
+        b.head("bkt", key).await.unwrap().unwrap().content_type
+    }
+
+    fn temp_leftovers(root: &Path) -> usize {
+        fs::read_dir(root.join(".tmp")).unwrap().count()
+    }
+
+    fn chunked(data: &[u8]) -> ByteStream {
+        let chunks: Vec<io::Result<Bytes>> = data
+            .chunks(64 * 1024)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(stream::iter(chunks))
+    }
+
     #[cfg(unix)]
-    #[tokio::test]
-    async fn copies_do_not_share_the_inode_and_deletes_prune_folders() {
+    async fn copies_do_not_share_the_inode_and_deletes_prune_folders(sidecars: bool) {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let b = FolderBlobs::open(dir.path()).await.unwrap();
+        let b = open(dir.path(), sidecars).await;
         b.ensure_bucket("one").await.unwrap();
         b.ensure_bucket("two").await.unwrap();
-        b.put("one", "a/b/c.bin", bytes_body("abc"), None)
+        b.put("one", "a/b/c.bin", bytes_body("abc"), Some("text/plain"))
             .await
             .unwrap();
         b.copy("one", "a/b/c.bin", "two", "x.bin").await.unwrap();
-        let src = std::fs::metadata(dir.path().join("one/a/b/c.bin")).unwrap();
-        let dst = std::fs::metadata(dir.path().join("two/x.bin")).unwrap();
+        let src = fs::metadata(dir.path().join("one/a/b/c.bin")).unwrap();
+        let dst = fs::metadata(dir.path().join("two/x.bin")).unwrap();
         assert_ne!(src.ino(), dst.ino());
         assert_eq!(src.nlink(), 1);
         assert_eq!(read_all(&b, "two", "x.bin").await.unwrap(), b"abc");
+        let info = b.head("two", "x.bin").await.unwrap().unwrap();
+        assert_eq!(info.content_type.as_deref(), Some("text/plain"));
         b.delete("one", "a/b/c.bin").await.unwrap();
         assert!(
             !dir.path().join("one/a").exists(),
             "empty folders are pruned"
         );
+        assert!(
+            !dir.path().join(".meta/one/a").exists(),
+            "empty sidecar folders are pruned"
+        );
         assert!(dir.path().join("one").is_dir(), "the bucket stays");
-        let leftovers = std::fs::read_dir(dir.path().join(".tmp")).unwrap().count();
-        assert_eq!(leftovers, 0);
+        assert_eq!(temp_leftovers(dir.path()), 0);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn copies_do_not_share_the_inode_and_deletes_prune_folders_xattrs() {
+        copies_do_not_share_the_inode_and_deletes_prune_folders(false).await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn copies_do_not_share_the_inode_and_deletes_prune_folders_sidecars() {
+        copies_do_not_share_the_inode_and_deletes_prune_folders(true).await;
+    }
+
+    /// Where the filesystem has user xattrs, an object is one file carrying its type, and
+    /// nothing is written under `.meta`.
+    #[tokio::test]
+    async fn the_type_rides_on_the_data_file_where_xattrs_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let supported = fs_has_xattrs(dir.path());
+        let b = open(dir.path(), false).await;
+        assert_eq!(b.uses_xattrs(), supported);
+        if !supported {
+            eprintln!("no user xattrs on this filesystem: the sidecar layout is in use");
+            return;
+        }
+        b.ensure_bucket("bkt").await.unwrap();
+        b.put("bkt", "k/a.png", bytes_body("png"), Some("image/png"))
+            .await
+            .unwrap();
+        b.put("bkt", "k/none.bin", bytes_body("x"), None)
+            .await
+            .unwrap();
+        b.put("bkt", "k/empty.txt", bytes_body("y"), Some(""))
+            .await
+            .unwrap();
+        let data = dir.path().join("bkt/k");
+        assert_eq!(
+            type_attr(&data.join("a.png")).as_deref(),
+            Some(&b"image/png"[..])
+        );
+        assert_eq!(type_attr(&data.join("none.bin")).as_deref(), Some(NO_TYPE));
+        assert_eq!(
+            type_attr(&data.join("empty.txt")).as_deref(),
+            Some(&b""[..])
+        );
+        assert!(!dir.path().join(".meta").exists(), "no sidecars");
+        assert_eq!(ct(&b, "k/a.png").await.as_deref(), Some("image/png"));
+        assert_eq!(ct(&b, "k/none.bin").await, None);
+        assert_eq!(ct(&b, "k/empty.txt").await.as_deref(), Some(""));
+        assert_eq!(temp_leftovers(dir.path()), 0);
+    }
+
+    /// A folder written with sidecars (an older store, or a forced sidecar layout) reads
+    /// back in the attribute layout, and the other way round; a stale sidecar never
+    /// overrides a newer attribute.
+    #[tokio::test]
+    async fn either_layout_reads_the_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = open(dir.path(), true).await;
+        assert!(!old.uses_xattrs());
+        old.ensure_bucket("bkt").await.unwrap();
+        old.put("bkt", "k/a.png", bytes_body("old"), Some("image/png"))
+            .await
+            .unwrap();
+        old.put("bkt", "k/b.png", bytes_body("old"), Some("image/png"))
+            .await
+            .unwrap();
+        let sidecar = dir.path().join(".meta/bkt/k/a.png");
+        assert_eq!(fs::read(&sidecar).unwrap(), b"image/png");
+        if fs_has_xattrs(dir.path()) {
+            assert_eq!(type_attr(&dir.path().join("bkt/k/a.png")), None);
+        }
+        drop(old);
+
+        let new = open(dir.path(), false).await;
+        assert_eq!(ct(&new, "k/a.png").await.as_deref(), Some("image/png"));
+        new.copy("bkt", "k/a.png", "bkt", "k/c.png").await.unwrap();
+        assert_eq!(ct(&new, "k/c.png").await.as_deref(), Some("image/png"));
+        new.put("bkt", "k/a.png", bytes_body("new"), None)
+            .await
+            .unwrap();
+        assert_eq!(ct(&new, "k/a.png").await, None, "the old sidecar is stale");
+        new.put("bkt", "k/a.png", bytes_body("newer"), Some("text/plain"))
+            .await
+            .unwrap();
+        assert_eq!(ct(&new, "k/a.png").await.as_deref(), Some("text/plain"));
+        new.delete("bkt", "k/a.png").await.unwrap();
+        assert!(!sidecar.exists(), "a delete takes the sidecar too");
+        assert!(dir.path().join(".meta/bkt/k/b.png").exists());
+        new.delete("bkt", "k/b.png").await.unwrap();
+        assert!(!dir.path().join(".meta/bkt/k").exists(), "and prunes");
+        new.put("bkt", "k/d.png", bytes_body("d"), Some("image/gif"))
+            .await
+            .unwrap();
+        drop(new);
+
+        let again = open(dir.path(), true).await;
+        assert_eq!(ct(&again, "k/c.png").await.as_deref(), Some("image/png"));
+        assert_eq!(ct(&again, "k/d.png").await.as_deref(), Some("image/gif"));
+        assert_eq!(temp_leftovers(dir.path()), 0);
+    }
+
+    /// A type longer than an attribute can hold (64 KiB on Linux) goes to a sidecar.
+    #[tokio::test]
+    async fn an_over_long_type_goes_to_a_sidecar() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path(), false).await;
+        b.ensure_bucket("bkt").await.unwrap();
+        let long = format!("text/plain; x={}", "a".repeat(70_000));
+        b.put("bkt", "long.txt", bytes_body("x"), Some(&long))
+            .await
+            .unwrap();
+        let info = b.head("bkt", "long.txt").await.unwrap().unwrap();
+        assert_eq!(info.content_type.as_deref(), Some(long.as_str()));
+        assert!(dir.path().join(".meta/bkt/long.txt").exists());
+        b.put("bkt", "long.txt", bytes_body("x"), Some("text/plain"))
+            .await
+            .unwrap();
+        let info = b.head("bkt", "long.txt").await.unwrap().unwrap();
+        assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+    }
+
+    /// Bodies over SMALL_PUT stream in batches and still carry their type; one that fails
+    /// midway leaves no object and no temporary file.
+    async fn large_bodies_stream(sidecars: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path(), sidecars).await;
+        b.ensure_bucket("bkt").await.unwrap();
+        let data: Vec<u8> = (0..SMALL_PUT * 2 + WRITE_BATCH / 2 + 7)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let n = b
+            .put("bkt", "big.bin", chunked(&data), Some("application/x-tar"))
+            .await
+            .unwrap();
+        assert_eq!(n, data.len() as u64);
+        let info = b.head("bkt", "big.bin").await.unwrap().unwrap();
+        assert_eq!(info.size, data.len() as u64);
+        assert_eq!(info.content_type.as_deref(), Some("application/x-tar"));
+        assert_eq!(read_all(&b, "bkt", "big.bin").await.unwrap(), data);
+
+        let broken: ByteStream = Box::pin(chunked(&data).chain(stream::once(async {
+            Err(io::Error::new(io::ErrorKind::ConnectionReset, "gone"))
+        })));
+        let r = b.put("bkt", "half.bin", broken, None).await;
+        assert!(matches!(r, Err(BlobError::Body(_))), "{r:?}");
+        assert_eq!(b.head("bkt", "half.bin").await.unwrap(), None);
+        assert_eq!(temp_leftovers(dir.path()), 0);
+    }
+
+    #[tokio::test]
+    async fn large_bodies_stream_xattrs() {
+        large_bodies_stream(false).await;
+    }
+
+    #[tokio::test]
+    async fn large_bodies_stream_sidecars() {
+        large_bodies_stream(true).await;
+    }
+
+    /// A delete prunes emptied folders while puts make folders under the same prefix: a
+    /// put must never fail because a folder on its way was pruned under it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn puts_survive_concurrent_pruning() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(open(dir.path(), false).await);
+        b.ensure_bucket("bkt").await.unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for t in 0..8 {
+            let b = b.clone();
+            tasks.spawn(async move {
+                for i in 0..250 {
+                    let key = format!("uploads/{t}-{i}/image");
+                    b.put("bkt", &key, bytes_body("x"), Some("image/png"))
+                        .await
+                        .unwrap_or_else(|e| panic!("put {key}: {e}"));
+                    b.delete("bkt", &key).await.unwrap();
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        assert!(!dir.path().join("bkt/uploads").exists());
+    }
+
+    /// A small object comes out as one chunk, an empty one as none.
+    #[tokio::test]
+    async fn small_objects_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path(), false).await;
+        b.ensure_bucket("bkt").await.unwrap();
+        b.put("bkt", "empty", bytes_body(""), None).await.unwrap();
+        b.put("bkt", "small", bytes_body(vec![5u8; 1000]), None)
+            .await
+            .unwrap();
+        let chunks: Vec<Bytes> = b
+            .get("bkt", "empty")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert!(chunks.is_empty());
+        let chunks: Vec<Bytes> = b
+            .get("bkt", "small")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(chunks, vec![Bytes::from(vec![5u8; 1000])]);
     }
 }
