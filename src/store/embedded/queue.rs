@@ -2,9 +2,10 @@
 //! `visible_at_ms` forward, counted on every receive, and moved to the dead-letter queue by
 //! the receive that finds it has been received `max_receive_count` times already.
 //!
-//! Receive and delete are single statements (`UPDATE … RETURNING`, `DELETE … IN`), so two
-//! receivers, in this process or another, never hold the same message, and a batch costs
-//! one round trip.
+//! A receive is one statement (`UPDATE … RETURNING`, which also makes the dead-letter
+//! moves), so two receivers, in this process or another, never hold the same message, and
+//! a batch costs one round trip. Sends and deletes go through the outbox, which commits
+//! those made at the same time together (see `outbox`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,16 +13,16 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::Row;
 use tokio::time::Instant;
 
 use super::db::{begin_immediate, classify, millis, now_ms, Db, ErrorClass};
-use super::outbox::{NewMessage, Outbox, Wakers};
+use super::outbox::{NewMessage, Outbox, ReceiptRow, Wakers};
 use crate::store::queue::{
     Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec, ReceiveOptions,
 };
 
-const SCHEMA: &[&str] = &[
+pub(super) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS queues (
         name TEXT PRIMARY KEY,
         visibility_ms INTEGER NOT NULL,
@@ -70,7 +71,7 @@ struct QueueConfig {
 /// The embedded queue: every queue in one SQLite file.
 pub struct SqliteQueue {
     db: Arc<Db>,
-    configs: RwLock<HashMap<String, (QueueConfig, Instant)>>,
+    configs: RwLock<HashMap<String, (Arc<QueueConfig>, Instant)>>,
     /// Wakes long polls of this process when a message is sent or released.
     wakers: Arc<Wakers>,
     outbox: Arc<Outbox>,
@@ -127,7 +128,8 @@ impl SqliteQueue {
         })
     }
 
-    async fn config(&self, queue: &str) -> Result<QueueConfig, QueueError> {
+    /// A queue's settings, from a cache (shared, so a hit costs no allocation).
+    async fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueueError> {
         if let Some((c, at)) = self.configs.read().expect("queue configs lock").get(queue) {
             if at.elapsed() < CONFIG_TTL {
                 return Ok(c.clone());
@@ -144,11 +146,11 @@ impl SqliteQueue {
         .ok_or_else(|| QueueError::NotFound(queue.to_owned()))?;
         let dlq: Option<String> = row.get(2);
         let max: Option<i64> = row.get(3);
-        let config = QueueConfig {
+        let config = Arc::new(QueueConfig {
             visibility_ms: row.get(0),
             retention_ms: row.get(1),
             dead_letter: dlq.zip(max),
-        };
+        });
         self.configs
             .write()
             .expect("queue configs lock")
@@ -197,8 +199,16 @@ impl SqliteQueue {
         .map_err(backend)
     }
 
-    /// One receive attempt: move the exhausted messages to the dead-letter queue, then take
-    /// up to `max` of the rest. Each is one statement, atomic on its own.
+    /// One receive attempt: takes up to `max` of the messages at the front of the queue.
+    /// Each of them that has been received `max_receive_count` times already moves to the
+    /// dead-letter queue instead (visible there at once, body, attributes and count kept),
+    /// in the same statement, so one statement is the whole receive.
+    ///
+    /// Only the messages this receive would take are looked at, so the move costs nothing
+    /// on a deep queue; an exhausted message further back moves when it reaches the front.
+    /// When messages moved, fewer than `max` were delivered and more may be ready behind
+    /// them, the statement runs again for the rest, so that a run of dead letters never
+    /// hides deliverable messages behind it.
     async fn receive_once(
         &self,
         queue: &str,
@@ -209,74 +219,72 @@ impl SqliteQueue {
         let now = now_ms();
         self.purge_expired(queue, config, now).await?;
         let cutoff = now - config.retention_ms;
-        let max_receives = match &config.dead_letter {
-            Some((dlq, max_receives)) => {
-                // Only the messages this receive would take are looked at, so the move
-                // costs nothing on a deep queue; an exhausted message further back moves
-                // when it reaches the front, and the delivery below never takes it.
-                let moved = sqlx::query(
-                    "UPDATE messages SET queue = ?, visible_at_ms = ?, receipt = NULL
-                     WHERE receive_count >= ? AND seq IN (SELECT seq FROM messages
-                        WHERE queue = ? AND visible_at_ms <= ? AND sent_at_ms >= ?
-                        ORDER BY visible_at_ms, seq LIMIT ?)",
-                )
-                .bind(dlq)
-                .bind(now)
-                .bind(max_receives)
-                .bind(queue)
-                .bind(now)
-                .bind(cutoff)
-                .bind(i64::try_from(max).unwrap_or(10))
-                .execute(&mut *self.db.writer().await)
-                .await
-                .map_err(backend)?;
-                if moved.rows_affected() > 0 {
-                    tracing::debug!(queue, dead_letter_queue = %dlq, moved = moved.rows_affected(), "dead-lettered");
+        let (dlq, max_receives) = match &config.dead_letter {
+            Some((dlq, max_receives)) => (Some(dlq.as_str()), *max_receives),
+            None => (None, i64::MAX),
+        };
+        let mut out = Vec::with_capacity(max);
+        loop {
+            let want = max - out.len();
+            let nonce = format!("{:016x}", rand::random::<u64>());
+            // SET expressions read the row as it was, so every CASE tests the old count.
+            let rows = sqlx::query(
+                "UPDATE messages SET
+                    queue = CASE WHEN receive_count >= ?1 THEN ?2 ELSE queue END,
+                    visible_at_ms = CASE WHEN receive_count >= ?1 THEN ?3 ELSE ?4 END,
+                    receipt = CASE WHEN receive_count >= ?1 THEN NULL
+                        ELSE CAST(seq AS TEXT) || '.' || ?5 END,
+                    receive_count = receive_count + (receive_count < ?1)
+                 WHERE seq IN (SELECT seq FROM messages
+                    WHERE queue = ?6 AND visible_at_ms <= ?3 AND sent_at_ms >= ?7
+                    ORDER BY visible_at_ms, seq LIMIT ?8)
+                 RETURNING seq, receipt, message_id, body, receive_count, sent_at_ms, attributes",
+            )
+            .bind(max_receives)
+            .bind(dlq)
+            .bind(now)
+            .bind(now.saturating_add(visibility_ms))
+            .bind(&nonce)
+            .bind(queue)
+            .bind(cutoff)
+            .bind(i64::try_from(want).unwrap_or(10))
+            .fetch_all(&mut *self.db.writer().await)
+            .await
+            .map_err(backend)?;
+            // Fewer rows than asked for: nothing more is ready behind them.
+            let all_ready_seen = rows.len() < want;
+            let mut moved = 0;
+            for row in rows {
+                // A moved row has no receipt: it waits in the dead-letter queue.
+                let Some(receipt) = row.get::<Option<String>, _>(1) else {
+                    moved += 1;
+                    continue;
+                };
+                let attributes: String = row.get(6);
+                let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)
+                    .map_err(|e| QueueError::Backend(format!("message attributes: {e}")))?;
+                let count: i64 = row.get(4);
+                out.push((
+                    row.get::<i64, _>(0),
+                    Delivery {
+                        message_id: row.get(2),
+                        receipt,
+                        body: row.get(3),
+                        receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+                        sent_at_ms: row.get(5),
+                        attributes,
+                    },
+                ));
+            }
+            if moved > 0 {
+                if let Some(dlq) = dlq {
+                    tracing::debug!(queue, dead_letter_queue = %dlq, moved, "dead-lettered");
                     self.wakers.wake(dlq);
                 }
-                *max_receives
             }
-            None => i64::MAX,
-        };
-        let nonce = format!("{:016x}", rand::random::<u64>());
-        let rows = sqlx::query(
-            "UPDATE messages
-             SET receive_count = receive_count + 1,
-                 visible_at_ms = ?,
-                 receipt = CAST(seq AS TEXT) || '.' || ?
-             WHERE seq IN (SELECT seq FROM messages
-                WHERE queue = ? AND visible_at_ms <= ? AND receive_count < ? AND sent_at_ms >= ?
-                ORDER BY visible_at_ms, seq LIMIT ?)
-             RETURNING seq, message_id, receipt, body, receive_count, sent_at_ms, attributes",
-        )
-        .bind(now.saturating_add(visibility_ms))
-        .bind(&nonce)
-        .bind(queue)
-        .bind(now)
-        .bind(max_receives)
-        .bind(cutoff)
-        .bind(i64::try_from(max).unwrap_or(10))
-        .fetch_all(&mut *self.db.writer().await)
-        .await
-        .map_err(backend)?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let seq: i64 = row.get(0);
-            let attributes: String = row.get(6);
-            let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)
-                .map_err(|e| QueueError::Backend(format!("message attributes: {e}")))?;
-            let count: i64 = row.get(4);
-            out.push((
-                seq,
-                Delivery {
-                    message_id: row.get(1),
-                    receipt: row.get(2),
-                    body: row.get(3),
-                    receive_count: u32::try_from(count).unwrap_or(u32::MAX),
-                    sent_at_ms: row.get(5),
-                    attributes,
-                },
-            ));
+            if moved == 0 || all_ready_seen || out.len() >= max {
+                break;
+            }
         }
         out.sort_by_key(|(seq, _)| *seq);
         Ok(out.into_iter().map(|(_, d)| d).collect())
@@ -422,13 +430,16 @@ impl Queue for SqliteQueue {
             .map_or(config.visibility_ms, millis);
         let deadline = Instant::now() + options.wait;
         let notify = self.wakers.get(queue);
-        let mut first = true;
+        // The first attempt, and one woken by a message that just became visible in this
+        // process, go straight to the writer; one that a timer woke looks first on a reader,
+        // so that idle polls leave the writer free.
+        let mut straight = true;
         loop {
             // Registered before looking, so a send between the look and the wait still wakes.
             let woken = notify.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if first || self.anything_ready(queue, &config).await? {
+            if straight || self.anything_ready(queue, &config).await? {
                 let got = self
                     .receive_once(queue, &config, options.max_messages, visibility_ms)
                     .await?;
@@ -436,30 +447,28 @@ impl Queue for SqliteQueue {
                     return Ok(got);
                 }
             }
-            first = false;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(Vec::new());
             }
             let nap = POLL_INTERVAL.min(deadline - now);
-            tokio::select! {
-                () = &mut woken => {}
-                () = tokio::time::sleep(nap) => {}
-            }
+            straight = tokio::select! {
+                () = &mut woken => true,
+                () = tokio::time::sleep(nap) => false,
+            };
         }
     }
 
     async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
         self.config(queue).await?;
         let seq = parse_receipt(receipt)?;
-        sqlx::query("DELETE FROM messages WHERE seq = ? AND receipt = ? AND +queue = ?")
-            .bind(seq)
-            .bind(receipt)
-            .bind(queue)
-            .execute(&mut *self.db.writer().await)
+        self.outbox
+            .delete(vec![ReceiptRow {
+                queue: queue.to_owned(),
+                seq,
+                receipt: receipt.to_owned(),
+            }])
             .await
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn delete_batch(
@@ -469,37 +478,22 @@ impl Queue for SqliteQueue {
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
         self.config(queue).await?;
         let mut results = Vec::with_capacity(receipts.len());
-        let mut valid = Vec::with_capacity(receipts.len());
+        let mut rows = Vec::with_capacity(receipts.len());
         for r in receipts {
             match parse_receipt(r) {
                 Ok(seq) => {
-                    valid.push((seq, r.as_str()));
+                    rows.push(ReceiptRow {
+                        queue: queue.to_owned(),
+                        seq,
+                        receipt: r.clone(),
+                    });
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
-        // A receipt names its own row, so "seq in S and receipt in R" matches exactly the
-        // rows whose current receipt is one of R. `+queue` keeps the planner on the rowid
-        // lookups: without statistics it may otherwise scan the whole queue's index.
-        for chunk in valid.chunks(400) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("DELETE FROM messages WHERE +queue = ");
-            q.push_bind(queue).push(" AND seq IN (");
-            let mut seqs = q.separated(", ");
-            for (seq, _) in chunk {
-                seqs.push_bind(*seq);
-            }
-            q.push(") AND receipt IN (");
-            let mut rs = q.separated(", ");
-            for (_, r) in chunk {
-                rs.push_bind(*r);
-            }
-            q.push(")");
-            q.build()
-                .execute(&mut *self.db.writer().await)
-                .await
-                .map_err(backend)?;
+        if !rows.is_empty() {
+            self.outbox.delete(rows).await?;
         }
         Ok(results)
     }
@@ -675,6 +669,102 @@ mod tests {
         }
         assert!(counts.iter().all(|c| c.load(Ordering::SeqCst) == 1));
         assert_eq!(a.depth("shared").await.unwrap(), QueueDepth::default());
+    }
+
+    /// A source queue "src" whose dead letters go to "dead" after one receive.
+    async fn with_dead_letters() -> (tempfile::TempDir, SqliteQueue) {
+        let dir = tempfile::tempdir().unwrap();
+        let q = SqliteQueue::open(&dir.path().join("q.db")).await.unwrap();
+        q.ensure_queue(&spec("dead")).await.unwrap();
+        let mut src = spec("src");
+        src.dead_letter = Some(DeadLetterPolicy {
+            queue: "dead".into(),
+            max_receive_count: 1,
+        });
+        q.ensure_queue(&src).await.unwrap();
+        (dir, q)
+    }
+
+    /// Receives everything visible once, leaving it visible again at once.
+    async fn receive_and_release(q: &SqliteQueue, queue: &str) -> Vec<Delivery> {
+        let again = ReceiveOptions {
+            max_messages: 10,
+            wait: Duration::ZERO,
+            visibility_timeout: Some(Duration::ZERO),
+        };
+        q.receive(queue, &again).await.unwrap()
+    }
+
+    fn bodies(got: &[Delivery]) -> Vec<&str> {
+        got.iter().map(|d| d.body.as_str()).collect()
+    }
+
+    /// One receive both moves the exhausted messages it finds (body, attributes and count
+    /// kept, in order) and delivers the fresh one, in a single statement: one commit.
+    #[tokio::test]
+    async fn one_receive_moves_the_exhausted_and_delivers_the_rest() {
+        let (_dir, q) = with_dead_letters().await;
+        for body in ["a", "b", "c"] {
+            let mut m = OutMessage::new(body);
+            m.attributes.insert("k".into(), format!("v-{body}"));
+            q.send("src", m).await.unwrap();
+        }
+        let first = receive_and_release(&q, "src").await;
+        assert_eq!(bodies(&first), ["a", "b", "c"]);
+        q.send("src", OutMessage::new("d")).await.unwrap();
+
+        let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        {
+            let counter = commits.clone();
+            let mut writer = q.db.writer().await;
+            writer
+                .lock_handle()
+                .await
+                .unwrap()
+                .set_commit_hook(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    true
+                });
+        }
+        let got = q.receive("src", &ReceiveOptions::default()).await.unwrap();
+        assert_eq!(commits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(bodies(&got), ["d"]);
+        assert_eq!(got[0].receive_count, 1);
+        let src = q.depth("src").await.unwrap();
+        assert_eq!((src.visible, src.in_flight), (0, 1));
+
+        let dead = q.receive("dead", &ReceiveOptions::default()).await.unwrap();
+        assert_eq!(bodies(&dead), ["a", "b", "c"]);
+        for (d, before) in dead.iter().zip(&first) {
+            assert_eq!(d.message_id, before.message_id);
+            assert_eq!(d.attributes["k"], format!("v-{}", d.body));
+            assert_eq!(
+                d.receive_count, 2,
+                "the count goes on in the dead-letter queue"
+            );
+        }
+    }
+
+    /// Dead letters at the front do not make a receive come back short while deliverable
+    /// messages wait behind them.
+    #[tokio::test]
+    async fn dead_letters_at_the_front_do_not_hide_the_messages_behind() {
+        let (_dir, q) = with_dead_letters().await;
+        for body in ["a", "b"] {
+            q.send("src", OutMessage::new(body)).await.unwrap();
+        }
+        assert_eq!(receive_and_release(&q, "src").await.len(), 2);
+        for body in ["c", "d", "e"] {
+            q.send("src", OutMessage::new(body)).await.unwrap();
+        }
+        let two = ReceiveOptions {
+            max_messages: 2,
+            ..ReceiveOptions::default()
+        };
+        let got = q.receive("src", &two).await.unwrap();
+        assert_eq!(bodies(&got), ["c", "d"]);
+        let dead = q.receive("dead", &ReceiveOptions::default()).await.unwrap();
+        assert_eq!(bodies(&dead), ["a", "b"]);
     }
 
     #[tokio::test]
