@@ -22,8 +22,6 @@ use tokio::sync::{Mutex, MutexGuard};
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How much of each file is read through a memory mapping (address space, not memory).
-const MMAP_BYTES: u64 = 256 << 20;
 /// Readers that run beside the writer (WAL lets them read a snapshot without waiting).
 const READERS: u32 = 4;
 
@@ -46,10 +44,7 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(false)
-            // Pages of the main file are read through a mapping, not a `pread` each: a
-            // reader's page cache starts empty after every write by another connection.
-            .pragma("mmap_size", MMAP_BYTES.to_string());
+            .foreign_keys(false);
         let write = options.connect().await?;
         // The readers could open read-only, but a read-only connection cannot create the
         // WAL index a fresh file needs; the code keeps them to reads instead.

@@ -8,7 +8,6 @@ mod outbox;
 pub mod queue;
 pub mod tables;
 pub mod viewport;
-mod written;
 
 pub use blobs::FolderBlobs;
 pub use queue::SqliteQueue;

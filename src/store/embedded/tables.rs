@@ -19,7 +19,6 @@ use serde_json::Value;
 use sqlx::{Row, SqliteConnection};
 
 use super::db::{begin_immediate, classify, Db, ErrorClass};
-use super::written::Written;
 use crate::store::tables::{
     Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables, TransactPut,
 };
@@ -49,7 +48,6 @@ const MAX_TRANSACT: usize = 100;
 pub struct SqliteTables {
     db: Db,
     specs: RwLock<HashMap<String, TableSpec>>,
-    written: Written,
 }
 
 fn backend(e: sqlx::Error) -> TableError {
@@ -143,15 +141,14 @@ fn new_rev() -> i64 {
     rand::random::<i64>()
 }
 
-/// Writes the item whatever is stored; returns its new revision.
+/// Writes the item whatever is stored.
 async fn store(
     conn: &mut SqliteConnection,
     table: &str,
     pk: &str,
     sk: &str,
     item: &Item,
-) -> Result<i64, TableError> {
-    let rev = new_rev();
+) -> Result<(), TableError> {
     sqlx::query(
         "INSERT INTO items (tbl, pk, sk, doc, rev) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (tbl, pk, sk) DO UPDATE SET doc = excluded.doc, rev = excluded.rev",
@@ -160,15 +157,15 @@ async fn store(
     .bind(pk)
     .bind(sk)
     .bind(encode(item)?)
-    .bind(rev)
+    .bind(new_rev())
     .execute(&mut *conn)
     .await
     .map_err(backend)?;
-    Ok(rev)
+    Ok(())
 }
 
 /// Writes the item if the stored revision is still `read` (`None`: there was no item);
-/// its new revision, or `None` if another writer came first.
+/// false if another writer came first.
 async fn store_if(
     conn: &mut SqliteConnection,
     table: &str,
@@ -176,9 +173,8 @@ async fn store_if(
     sk: &str,
     item: &Item,
     read: Option<i64>,
-) -> Result<Option<i64>, TableError> {
+) -> Result<bool, TableError> {
     let doc = encode(item)?;
-    let rev = new_rev();
     let done = match read {
         None => sqlx::query(
             "INSERT INTO items (tbl, pk, sk, doc, rev) VALUES (?, ?, ?, ?, ?)
@@ -188,22 +184,22 @@ async fn store_if(
         .bind(pk)
         .bind(sk)
         .bind(doc)
-        .bind(rev),
-        Some(read) => sqlx::query(
+        .bind(new_rev()),
+        Some(rev) => sqlx::query(
             "UPDATE items SET doc = ?, rev = ? WHERE tbl = ? AND pk = ? AND sk = ? AND rev = ?",
         )
         .bind(doc)
-        .bind(rev)
+        .bind(new_rev())
         .bind(table)
         .bind(pk)
         .bind(sk)
-        .bind(read),
+        .bind(rev),
     }
     .execute(&mut *conn)
     .await
     .map_err(backend)?
     .rows_affected();
-    Ok((done == 1).then_some(rev))
+    Ok(done == 1)
 }
 
 /// The cursor is the last sort key returned, opaque to callers.
@@ -227,7 +223,6 @@ impl SqliteTables {
         Ok(Self {
             db,
             specs: RwLock::new(HashMap::new()),
-            written: Written::default(),
         })
     }
 
@@ -252,14 +247,8 @@ impl SqliteTables {
         Ok(spec)
     }
 
-    /// Lets `next` check its condition against the stored item and make the new one, and
-    /// writes that if no one wrote in between; otherwise goes round again with what they
-    /// wrote.
-    ///
-    /// Two shortcuts save the read, each a single guarded statement that changes nothing if
-    /// its guess was wrong: an item this process wrote last is judged on its remembered
-    /// copy and written if its revision is unchanged ([`Written`]); an item not remembered
-    /// is first tried as absent, if `next` accepts that, and inserted unless one exists.
+    /// Reads the item, lets `next` check its condition and make the new item, and writes
+    /// that if no one wrote in between; otherwise goes round again with what they wrote.
     async fn write_checked<F>(
         &self,
         table: &str,
@@ -271,28 +260,11 @@ impl SqliteTables {
         F: FnMut(Option<&Item>) -> Result<Item, TableError> + Send,
     {
         let mut writer = self.db.writer().await;
-        let guess = match self.written.get(table, pk, sk) {
-            Some((item, rev)) => next(Some(&item)).ok().map(|new| (new, Some(rev))),
-            None => next(None).ok().map(|new| (new, None)),
-        };
-        if let Some((item, read)) = guess {
-            if let Some(rev) = store_if(&mut writer, table, pk, sk, &item, read).await? {
-                self.written.remember(table, pk, sk, item.clone(), rev);
-                return Ok(item);
-            }
-        }
         loop {
             let current = load(&mut writer, table, pk, sk).await?;
-            let item = match next(current.as_ref().map(|(item, _)| item)) {
-                Ok(item) => item,
-                Err(e) => {
-                    self.written.forget(table, pk, sk);
-                    return Err(e);
-                }
-            };
+            let item = next(current.as_ref().map(|(item, _)| item))?;
             let read = current.map(|(_, rev)| rev);
-            if let Some(rev) = store_if(&mut writer, table, pk, sk, &item, read).await? {
-                self.written.remember(table, pk, sk, item.clone(), rev);
+            if store_if(&mut writer, table, pk, sk, &item, read).await? {
                 return Ok(item);
             }
         }
@@ -348,9 +320,7 @@ impl Tables for SqliteTables {
         match condition {
             None => {
                 let mut writer = self.db.writer().await;
-                let rev = store(&mut writer, table, &pk, &sk, &item).await?;
-                self.written.remember(table, &pk, &sk, item, rev);
-                Ok(())
+                store(&mut writer, table, &pk, &sk, &item).await
             }
             Some(condition) => self
                 .write_checked(table, &pk, &sk, |current| {
@@ -464,13 +434,11 @@ impl Tables for SqliteTables {
     async fn delete(&self, table: &str, key: &Key) -> Result<(), TableError> {
         let spec = self.spec(table).await?;
         let (pk, sk) = lookup_key(&spec, key)?;
-        let mut writer = self.db.writer().await;
-        self.written.forget(table, &pk, &sk);
         sqlx::query("DELETE FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
             .bind(table)
-            .bind(&pk)
-            .bind(&sk)
-            .execute(&mut *writer)
+            .bind(pk)
+            .bind(sk)
+            .execute(&mut *self.db.writer().await)
             .await
             .map_err(backend)?;
         Ok(())
@@ -505,18 +473,10 @@ impl Tables for SqliteTables {
                 }
             }
         }
-        let mut revs = Vec::with_capacity(puts.len());
         for (put, (pk, sk)) in puts.iter().zip(&keyed) {
-            revs.push(store(&mut tx, &put.table, pk, sk, &put.item).await?);
+            store(&mut tx, &put.table, pk, sk, &put.item).await?;
         }
-        let committed = tx.commit().await.map_err(backend);
-        for ((put, (pk, sk)), rev) in puts.into_iter().zip(&keyed).zip(revs) {
-            match &committed {
-                Ok(()) => self.written.remember(&put.table, pk, sk, put.item, rev),
-                Err(_) => self.written.forget(&put.table, pk, sk),
-            }
-        }
-        committed
+        tx.commit().await.map_err(backend)
     }
 }
 
@@ -601,74 +561,6 @@ mod tests {
         }
         let last = b.get("c", &Key::partition("x")).await.unwrap().unwrap();
         assert_eq!(last["n"], 200);
-    }
-
-    /// A's remembered copy of an item goes stale when B (another process) writes it: A's
-    /// conditional writes are judged on what B wrote, never on A's copy.
-    #[tokio::test]
-    async fn a_remembered_copy_never_decides_once_another_opener_wrote() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let a = SqliteTables::open(&path).await.unwrap();
-        let b = SqliteTables::open(&path).await.unwrap();
-        a.ensure_table(&TableSpec::new("c", "id", None))
-            .await
-            .unwrap();
-        let key = Key::partition("x");
-        a.put("c", item(json!({"id": "x", "n": 1, "by": "a"})), None)
-            .await
-            .unwrap();
-        b.update(
-            "c",
-            &key,
-            item(json!({"n": 2})),
-            Some(Condition::eq("n", 1)),
-        )
-        .await
-        .unwrap();
-        // True of A's copy (n = 1), false of the stored item (n = 2).
-        let stale = a
-            .put(
-                "c",
-                item(json!({"id": "x", "n": 9})),
-                Some(Condition::eq("n", 1)),
-            )
-            .await;
-        assert!(
-            matches!(stale, Err(TableError::ConditionFailed)),
-            "{stale:?}"
-        );
-        // True of the stored item only; the update merges into what B wrote.
-        let merged = a
-            .update(
-                "c",
-                &key,
-                item(json!({"m": 3})),
-                Some(Condition::eq("n", 2)),
-            )
-            .await
-            .unwrap();
-        assert_eq!(merged, item(json!({"id": "x", "n": 2, "by": "a", "m": 3})));
-        // Deleted by B: "not exists" holds although A remembers the item.
-        b.delete("c", &key).await.unwrap();
-        a.put(
-            "c",
-            item(json!({"id": "x", "n": 5})),
-            Some(Condition::NotExists),
-        )
-        .await
-        .unwrap();
-        // Present, not remembered by B: B's "not exists" fails, and nothing changes.
-        let again = b
-            .put(
-                "c",
-                item(json!({"id": "x", "n": 6})),
-                Some(Condition::NotExists),
-            )
-            .await;
-        assert!(matches!(again, Err(TableError::AlreadyExists)), "{again:?}");
-        let stored = b.get("c", &key).await.unwrap().unwrap();
-        assert_eq!(stored, item(json!({"id": "x", "n": 5})));
     }
 
     #[tokio::test]
