@@ -95,24 +95,7 @@ impl Setup {
 
     /// `k8or-worker <args>` run to its end; its stdout. Panics with its output on failure.
     fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(worker_bin())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .args(args)
-            .current_dir(self.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run k8or-worker");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "k8or-worker {args:?}: {}\n{stdout}\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout
+        processes::run_cli(&self.env, self.path(), args)
     }
 
     /// New wp_posts rows since the test began.

@@ -14,7 +14,6 @@ mod pipeline;
 mod processes;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use k8or::{Context, JobEnvelope, JobRecord, JobStatus, Stage};
 use k8or_workers::monitor;
 use k8or_workers::runner::drain_handlers;
 use k8or_workers::{stages, Execution, Outcome, SharedHandler, StageError, StageHandler};
-use processes::{settings_env, worker_bin, Worker, WorkerSpec};
+use processes::{settings_env, Worker, WorkerSpec};
 use sqlx::Connection;
 
 fn assert_clean(report: &CrashReport) {
@@ -147,23 +146,7 @@ impl StageHandler for Poison {
 }
 
 fn cli(ctx: &Context, dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(worker_bin())
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .envs(settings_env(&ctx.settings))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run k8or-worker");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "k8or-worker {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    processes::run_cli(&settings_env(&ctx.settings), dir, args)
 }
 
 /// The retry delays the history recorded for `stage` since its last re-drive.

@@ -93,6 +93,29 @@ pub struct WorkerSpec {
     pub log_dir: PathBuf,
 }
 
+/// `k8or-worker <args>` run to its end in `dir` with `env` as its whole environment (and
+/// PATH); its stdout. Panics with its output if it fails.
+pub fn run_cli(env: &[(String, String)], dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(worker_bin())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run k8or-worker");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "k8or-worker {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A running `k8or-worker run`.
 pub struct Worker {
     child: Child,
