@@ -84,6 +84,32 @@ pub trait Blobs: Send + Sync + 'static {
 
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError>;
+
+    /// Moves an object, possibly between buckets: afterwards it is at the destination
+    /// (replacing any object there), type and bytes kept, and gone from the source.
+    /// `NotFound` if the source is missing. Moving an object onto itself changes nothing.
+    ///
+    /// This default copies, then deletes the source, as S3 must: a crash between the two
+    /// leaves both, and moving again is safe. The folder overrides it with one rename.
+    async fn rename(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+    ) -> Result<(), BlobError> {
+        if (src_bucket, src_key) == (dst_bucket, dst_key) {
+            return match self.head(src_bucket, src_key).await? {
+                Some(_) => Ok(()),
+                None => Err(BlobError::NotFound {
+                    bucket: src_bucket.to_owned(),
+                    key: src_key.to_owned(),
+                }),
+            };
+        }
+        self.copy(src_bucket, src_key, dst_bucket, dst_key).await?;
+        self.delete(src_bucket, src_key).await
+    }
 }
 
 /// Checks that a key stays inside its bucket: relative, no `.`/`..`/empty segments, no

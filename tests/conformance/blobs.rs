@@ -22,6 +22,7 @@ macro_rules! blobs_conformance {
                 blobs_ensure_bucket_is_idempotent,
                 blobs_head_reports_size_and_type,
                 blobs_copy_across_buckets_is_independent,
+                blobs_rename_moves_the_object,
                 blobs_delete_is_idempotent,
                 blobs_key_escape_is_rejected,
                 blobs_failed_body_leaves_no_object,
@@ -193,6 +194,81 @@ pub async fn blobs_copy_across_buckets_is_independent(b: Arc<dyn Blobs>) {
         matches!(missing, Err(BlobError::NotFound { .. })),
         "{missing:?}"
     );
+}
+
+/// A move leaves the object (bytes and type) at the destination, replacing what was there,
+/// and nothing at the source; moving a missing object is `NotFound`; moving an object onto
+/// itself keeps it.
+pub async fn blobs_rename_moves_the_object(b: Arc<dyn Blobs>) {
+    let temporary = fresh(&*b).await;
+    let app = fresh(&*b).await;
+    let data = pattern(70_000, 9);
+    b.put(
+        &temporary,
+        "up/1/x",
+        chunked(data.clone()),
+        Some("image/png"),
+    )
+    .await
+    .expect("put");
+    b.put(&app, "final/x.png", bytes_body("older"), Some("text/plain"))
+        .await
+        .expect("put the object to replace");
+    b.rename(&temporary, "up/1/x", &app, "final/x.png")
+        .await
+        .expect("rename across buckets");
+    assert_eq!(
+        read_all(&*b, &app, "final/x.png").await.expect("read"),
+        data
+    );
+    let info = b
+        .head(&app, "final/x.png")
+        .await
+        .expect("head")
+        .expect("moved");
+    assert_eq!(info.size, data.len() as u64);
+    assert_eq!(info.content_type.as_deref(), Some("image/png"));
+    assert_eq!(b.head(&temporary, "up/1/x").await.expect("head"), None);
+
+    // Within a bucket, an object put without a type (S3 gives it a default one, which
+    // the move keeps); then onto itself.
+    b.put(&app, "a/untyped", bytes_body("u"), None)
+        .await
+        .expect("put");
+    let before = b.head(&app, "a/untyped").await.expect("head").expect("put");
+    b.rename(&app, "a/untyped", &app, "b/untyped")
+        .await
+        .expect("rename within a bucket");
+    let info = b
+        .head(&app, "b/untyped")
+        .await
+        .expect("head")
+        .expect("moved");
+    assert_eq!((info.size, info.content_type), (1, before.content_type));
+    assert_eq!(b.head(&app, "a/untyped").await.expect("head"), None);
+    b.rename(&app, "b/untyped", &app, "b/untyped")
+        .await
+        .expect("rename onto itself");
+    assert_eq!(read_all(&*b, &app, "b/untyped").await.expect("read"), b"u");
+
+    // The source's prefix is gone with it: a put there works again.
+    b.put(&temporary, "up/1/y", bytes_body("y"), None)
+        .await
+        .expect("put beside a moved object");
+
+    for (bucket, key) in [(&temporary, "up/1/x"), (&app, "a/untyped")] {
+        let missing = b.rename(bucket, key, &app, "z").await;
+        assert!(
+            matches!(missing, Err(BlobError::NotFound { .. })),
+            "{missing:?}"
+        );
+        let onto_itself = b.rename(bucket, key, bucket, key).await;
+        assert!(
+            matches!(onto_itself, Err(BlobError::NotFound { .. })),
+            "{onto_itself:?}"
+        );
+    }
+    assert_eq!(b.head(&app, "z").await.expect("head"), None);
 }
 
 pub async fn blobs_delete_is_idempotent(b: Arc<dyn Blobs>) {

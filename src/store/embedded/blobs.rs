@@ -192,6 +192,39 @@ fn make_dirs(dir: &Path, made: &mut Vec<PathBuf>) -> io::Result<()> {
     Ok(())
 }
 
+/// Renames the file at `from` to `dest`, then syncs `dest`'s folder (and any folder made
+/// for it). Folders are made only when the rename finds one missing. A concurrent delete
+/// may prune a folder just made (before the rename, or before the folder below it is
+/// made), so it tries again. `NotFound` if `from` is gone.
+fn place(from: &Path, dest: &Path) -> io::Result<()> {
+    let parent = dest.parent().expect("an object path has a parent");
+    let mut made = Vec::new();
+    let mut attempts = 0;
+    loop {
+        let missing = match fs::rename(from, dest) {
+            Ok(()) => break,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => e,
+            Err(e) => return Err(e),
+        };
+        // The same error when the source is gone: no folder made would help.
+        if attempts == 10 || fs::symlink_metadata(from).is_err() {
+            return Err(missing);
+        }
+        attempts += 1;
+        match make_dirs(parent, &mut made) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sync_dir(parent);
+    made.dedup();
+    for dir in made.iter().rev() {
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
 /// Removes a file; `Ok(false)` if there was none.
 fn remove_if_present(path: &Path) -> Result<bool, BlobError> {
     match fs::remove_file(path) {
@@ -276,31 +309,8 @@ impl Inner {
     /// delete may prune a folder just made (before the rename, or before the folder below
     /// it is made), so it tries again.
     fn install(&self, mut temp: TempFile, dest: &Path) -> Result<(), BlobError> {
-        let parent = dest.parent().expect("an object path has a parent");
-        let mut made = Vec::new();
-        let mut attempts = 0;
-        loop {
-            let missing = match fs::rename(&temp.path, dest) {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => e,
-                Err(e) => return Err(io_error(e)),
-            };
-            if attempts == 10 {
-                return Err(io_error(missing));
-            }
-            attempts += 1;
-            match make_dirs(parent, &mut made) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(e)),
-            }
-        }
+        place(&temp.path, dest).map_err(io_error)?;
         temp.kept = true;
-        sync_dir(parent);
-        made.dedup();
-        for dir in made.iter().rev() {
-            sync_dir(dir);
-        }
         Ok(())
     }
 
@@ -468,6 +478,53 @@ impl Inner {
         io::copy(&mut from, &mut to).map_err(io_error)?;
         drop(from);
         self.finish(temp, to, &dst, dst_bucket, dst_key, content_type.as_deref())
+    }
+
+    /// Moves an object with one rename: the inode, and with it the type in its attribute,
+    /// goes to the destination, so the object is never in both places or neither, and no
+    /// byte is copied (nor an inode made and another freed). An object whose type is in a
+    /// sidecar (that layout, an older folder, an over-long type), and a move across
+    /// filesystems, are copied and deleted instead. The source folder is not synced: after
+    /// a crash the source may show again beside the destination, as a copy would leave it.
+    fn rename(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+    ) -> Result<(), BlobError> {
+        let src = self.data_path(src_bucket, src_key)?;
+        let dst = self.data_path(dst_bucket, dst_key)?;
+        let (file, _) = self
+            .open_object(src_bucket, src_key)?
+            .ok_or_else(|| Self::not_found(src_bucket, src_key))?;
+        if src == dst {
+            return Ok(());
+        }
+        let typed_inline = self.write_xattrs
+            && match xattr::get(&file) {
+                Ok(value) => value.is_some(),
+                Err(e) if xattr::unsupported(&e) => false,
+                Err(e) => return Err(io_error(e)),
+            };
+        drop(file);
+        if typed_inline {
+            match place(&src, &dst) {
+                Ok(()) => {
+                    if let Some(parent) = src.parent() {
+                        prune(parent.to_owned(), &self.root.join(src_bucket));
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Self::not_found(src_bucket, src_key))
+                }
+                Err(e) if e.kind() != io::ErrorKind::CrossesDevices => return Err(io_error(e)),
+                Err(_) => {}
+            }
+        }
+        self.copy(src_bucket, src_key, dst_bucket, dst_key)?;
+        self.delete(src_bucket, src_key)
     }
 
     fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
@@ -665,6 +722,21 @@ impl Blobs for FolderBlobs {
         check_key(key)?;
         let (inner, bucket, key) = (self.inner.clone(), bucket.to_owned(), key.to_owned());
         blocking(move || inner.delete(&bucket, &key)).await
+    }
+
+    async fn rename(
+        &self,
+        src_bucket: &str,
+        src_key: &str,
+        dst_bucket: &str,
+        dst_key: &str,
+    ) -> Result<(), BlobError> {
+        check_key(src_key)?;
+        check_key(dst_key)?;
+        let inner = self.inner.clone();
+        let (sb, sk) = (src_bucket.to_owned(), src_key.to_owned());
+        let (db, dk) = (dst_bucket.to_owned(), dst_key.to_owned());
+        blocking(move || inner.rename(&sb, &sk, &db, &dk)).await
     }
 }
 

@@ -157,9 +157,8 @@ impl StageHandler for Validate {
         if source.temporary {
             ctx.stores
                 .blobs
-                .copy(&source.bucket, &source.key, bucket, &key)
+                .rename(&source.bucket, &source.key, bucket, &key)
                 .await?;
-            ctx.stores.blobs.delete(&source.bucket, &source.key).await?;
         }
         info!(%key, kind = verified.kind(), format = verified.format(), "image validated");
 
