@@ -27,7 +27,6 @@ use k8or_workers::monitor;
 use k8or_workers::runner::drain_handlers;
 use k8or_workers::{stages, Execution, Outcome, SharedHandler, StageError, StageHandler};
 use processes::{settings_env, Worker, WorkerSpec};
-use sqlx::Connection;
 
 fn assert_clean(report: &CrashReport) {
     assert!(
@@ -351,16 +350,9 @@ async fn workers_wait_out_a_locked_database_without_spinning_and_recover() {
     // holds it for longer than a visibility timeout (2 s).
     let mut locks = Vec::new();
     for file in ["queue.db", "tables.db"] {
-        let url = format!("sqlite://{}", data.join(file).display());
-        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        sqlx::query("PRAGMA busy_timeout = 30000")
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut conn)
-            .await
-            .unwrap();
+        let conn = rusqlite::Connection::open(data.join(file)).unwrap();
+        conn.busy_timeout(Duration::from_secs(30)).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
         locks.push(conn);
     }
     let before: Vec<JobRecord> =
@@ -376,8 +368,8 @@ async fn workers_wait_out_a_locked_database_without_spinning_and_recover() {
         .collect();
     let during: Vec<JobRecord> =
         futures::future::join_all(jobs.iter().map(|j| pipeline::job(&ctx, j.job_id))).await;
-    for mut conn in locks {
-        sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    for conn in locks {
+        conn.execute_batch("COMMIT").unwrap();
     }
     assert_eq!(before, during, "nothing moved while the files were locked");
     assert!(

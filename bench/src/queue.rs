@@ -18,8 +18,6 @@ use k8or::store::{OutMessage, ReceiveOptions};
 use k8or::{Context, JobEnvelope, JobRecord, Stage};
 use k8or_workers::runner::{drain_handlers, SharedHandler};
 use k8or_workers::{Outcome, StageError, StageHandler};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection};
 use uuid::Uuid;
 
 use crate::report::{Row, Target};
@@ -125,28 +123,21 @@ async fn burn_down(n: usize) -> anyhow::Result<(f64, f64)> {
 /// `synchronous=NORMAL` like the embedded store.
 async fn sqlite_reference(n: usize) -> anyhow::Result<f64> {
     let dir = tempfile::tempdir()?;
-    let options = SqliteConnectOptions::new()
-        .filename(dir.path().join("plain.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal);
-    let mut conn = SqliteConnection::connect_with(&options).await?;
-    sqlx::query("CREATE TABLE m (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")
-        .execute(&mut conn)
-        .await?;
+    let conn = rusqlite::Connection::open(dir.path().join("plain.db"))?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch("CREATE TABLE m (seq INTEGER PRIMARY KEY, body TEXT NOT NULL)")?;
     let started = Instant::now();
     for i in 0..n {
-        sqlx::query("INSERT INTO m (seq, body) VALUES (?, ?)")
-            .bind(i64::try_from(i)?)
-            .bind(format!("{{\"noop\":{i}}}"))
-            .execute(&mut conn)
-            .await?;
+        conn.prepare_cached("INSERT INTO m (seq, body) VALUES (?, ?)")?
+            .execute(rusqlite::params![
+                i64::try_from(i)?,
+                format!("{{\"noop\":{i}}}")
+            ])?;
     }
     for i in 0..n {
-        sqlx::query("DELETE FROM m WHERE seq = ?")
-            .bind(i64::try_from(i)?)
-            .execute(&mut conn)
-            .await?;
+        conn.prepare_cached("DELETE FROM m WHERE seq = ?")?
+            .execute([i64::try_from(i)?])?;
     }
     Ok(rate(n, started.elapsed()))
 }

@@ -17,7 +17,10 @@ pub enum OpenError {
     #[error("cannot use the data folder {path}: {source}")]
     DataDir { path: PathBuf, source: io::Error },
     #[error("cannot open the database {path}: {source}")]
-    Database { path: PathBuf, source: sqlx::Error },
+    Database {
+        path: PathBuf,
+        source: super::embedded::db::DbError,
+    },
     /// The settings ask for a backend this build cannot serve, or lack what it needs.
     #[error("{0}")]
     Unsupported(String),

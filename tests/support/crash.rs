@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use k8or::model::EventType;
 use k8or::{Context, JobRecord, JobStatus, Settings, Stage};
-use sqlx::Connection;
 
 use crate::processes::{settings_env, shared_settings, Worker, WorkerSpec};
 use crate::{fixtures, pipeline};
@@ -101,16 +100,14 @@ pub async fn submit_many(ctx: &Context, n: usize, tag: &str) -> Vec<JobRecord> {
 
 /// Rows in `wp_posts`, read straight from the ViewPort file.
 pub async fn wp_post_count(data_dir: &Path) -> i64 {
-    let url = format!(
-        "sqlite://{}?mode=ro",
-        data_dir.join("viewport.db").display()
-    );
-    let mut conn = sqlx::SqliteConnection::connect(&url)
-        .await
-        .expect("open viewport.db");
-    sqlx::query_scalar("SELECT COUNT(*) FROM wp_posts")
-        .fetch_one(&mut conn)
-        .await
+    let conn = rusqlite::Connection::open_with_flags(
+        data_dir.join("viewport.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("open viewport.db");
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .expect("busy timeout");
+    conn.query_row("SELECT COUNT(*) FROM wp_posts", [], |r| r.get(0))
         .expect("count wp_posts")
 }
 

@@ -1,93 +1,41 @@
-//! One SQLite file per port: how it is opened and how its errors are read.
+//! One SQLite file per port: its writer thread, its readers, and how its errors are read.
+//!
+//! **Writes** run on one thread per file that owns the only writing connection. Callers
+//! hand it a closure and await the answer. Whatever is waiting when the thread comes round
+//! goes into one `BEGIN IMMEDIATE` transaction, each closure in a savepoint of its own: a
+//! closure that fails undoes only its own changes, and every caller hears its answer only
+//! after the commit, so an `Ok` is always durable as far as WAL with `synchronous=NORMAL`
+//! goes, and a failed commit fails everyone in it. Many concurrent writes cost one commit
+//! (group commit), and no write waits on an async lock or a pool.
+//!
+//! **Reads** run on the caller's thread, on a connection from a small free list, as SQLite
+//! in WAL mode lets them read a snapshot beside the writer: a point read costs
+//! microseconds, less than handing it to another thread and waking the caller again.
 //!
 //! Several processes may share a data folder (worker processes in crash tests), so every
-//! file runs in WAL mode with a busy timeout, and every read-then-write goes through
-//! `BEGIN IMMEDIATE` (or is one statement), never a deferred transaction that upgrades its
-//! lock later and fails with `SQLITE_BUSY` instead of waiting.
-//!
-//! Inside one process, writes go through one connection behind an async mutex: the mutex
-//! orders the writers without touching SQLite's busy handler, whose sleeps (up to 100 ms
-//! each) would cost far more than the wait in line, and a held connection costs a fraction
-//! of a pool checkout per statement.
+//! connection has a busy timeout, and the writer's transactions take the write lock from
+//! their first statement (`BEGIN IMMEDIATE`), so what a closure reads cannot change before
+//! it writes, in this process or any other.
 
-use std::path::Path;
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, Sqlite, Transaction};
-use tokio::sync::{Mutex, MutexGuard};
+use rusqlite::{Connection, ErrorCode};
+use tokio::sync::oneshot;
 
 /// How long a statement waits for another process's write lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Readers that run beside the writer (WAL lets them read a snapshot without waiting).
-const READERS: u32 = 4;
-
-/// A SQLite file opened for one port: a single writer and a few readers.
-#[derive(Debug)]
-pub struct Db {
-    write: Mutex<SqliteConnection>,
-    read: SqlitePool,
-}
-
-impl Db {
-    /// Opens (creating if missing) the file at `path`.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
-        if let Some(parent) = path.parent() {
-            tokio::fs::create_dir_all(parent).await?;
-        }
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(false);
-        let write = options.connect().await?;
-        // The readers could open read-only, but a read-only connection cannot create the
-        // WAL index a fresh file needs; the code keeps them to reads instead.
-        let read = SqlitePoolOptions::new()
-            .max_connections(READERS)
-            .acquire_timeout(Duration::from_secs(120))
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await?;
-        Ok(Self {
-            write: Mutex::new(write),
-            read,
-        })
-    }
-
-    /// The writer, for every statement that changes the file; held until the guard drops.
-    pub async fn writer(&self) -> MutexGuard<'_, SqliteConnection> {
-        self.write.lock().await
-    }
-
-    /// A reader: statements that only read.
-    pub fn reader(&self) -> &SqlitePool {
-        &self.read
-    }
-
-    /// Runs schema statements (each idempotent: `CREATE … IF NOT EXISTS`) in one transaction.
-    pub async fn migrate(&self, statements: &[&str]) -> Result<(), sqlx::Error> {
-        let mut writer = self.writer().await;
-        let mut tx = begin_immediate(&mut writer).await?;
-        for statement in statements {
-            sqlx::query(statement).execute(&mut *tx).await?;
-        }
-        tx.commit().await
-    }
-}
-
-/// Starts a write transaction that holds the write lock from its first statement, so
-/// what it reads cannot change before it writes, in this process or any other.
-pub async fn begin_immediate(
-    writer: &mut SqliteConnection,
-) -> Result<Transaction<'_, Sqlite>, sqlx::Error> {
-    writer.begin_with("BEGIN IMMEDIATE").await
-}
+/// Most closures in one transaction: enough to share a commit, few enough that the first
+/// caller of a long queue does not wait long for its answer.
+const MAX_BATCH: usize = 256;
+/// Prepared statements kept per connection (every port has fewer distinct statements).
+const STATEMENT_CACHE: usize = 64;
+/// Reader connections kept open when idle.
+const IDLE_READERS: usize = 8;
 
 /// What an SQLite error means to a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,29 +48,321 @@ pub enum ErrorClass {
     Other,
 }
 
+/// An error of the database itself (not of what a closure decided), classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DbError {
+    pub class: ErrorClass,
+    pub message: String,
+}
+
+impl DbError {
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            class: ErrorClass::Unavailable,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for DbError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self {
+            class: classify(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
 /// Classifies an error by its SQLite result code.
-pub fn classify(e: &sqlx::Error) -> ErrorClass {
+pub fn classify(e: &rusqlite::Error) -> ErrorClass {
+    const CONSTRAINT_PRIMARYKEY: i32 = 1555;
+    const CONSTRAINT_UNIQUE: i32 = 2067;
     match e {
-        sqlx::Error::Database(db) => {
-            if db.is_unique_violation() {
-                return ErrorClass::Unique;
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::ConstraintViolation
+                if matches!(f.extended_code, CONSTRAINT_PRIMARYKEY | CONSTRAINT_UNIQUE) =>
+            {
+                ErrorClass::Unique
             }
-            // Primary result codes are the low byte of extended codes.
-            let primary = db
-                .code()
-                .and_then(|c| c.parse::<i32>().ok())
-                .map(|c| c & 0xff);
-            match primary {
-                // BUSY, LOCKED, IOERR, FULL, CANTOPEN
-                Some(5 | 6 | 10 | 13 | 14) => ErrorClass::Unavailable,
-                _ => ErrorClass::Other,
-            }
-        }
-        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
-            ErrorClass::Unavailable
-        }
-        sqlx::Error::WorkerCrashed => ErrorClass::Unavailable,
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen => ErrorClass::Unavailable,
+            _ => ErrorClass::Other,
+        },
         _ => ErrorClass::Other,
+    }
+}
+
+/// One caller's closure, as the writer thread sees it.
+trait Op: Send {
+    /// Runs the closure in the open transaction; false if it failed, so that its changes
+    /// are to be undone.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction is committed (`Ok`) or lost.
+    fn finish(self: Box<Self>, committed: Result<(), &DbError>);
+}
+
+struct Pending<F, T, E> {
+    work: Option<F>,
+    outcome: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> Op for Pending<F, T, E>
+where
+    F: FnOnce(&Connection) -> Result<T, E> + Send,
+    T: Send,
+    E: From<DbError> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let work = self.work.take().expect("a write runs once");
+        let outcome = work(conn);
+        let ok = outcome.is_ok();
+        self.outcome = Some(outcome);
+        ok
+    }
+
+    fn finish(self: Box<Self>, committed: Result<(), &DbError>) {
+        let answer = match (self.outcome, committed) {
+            // Its own failure stands: its changes were undone whatever the commit did.
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(value)), Ok(())) => Ok(value),
+            (_, Err(e)) => Err(E::from(e.clone())),
+            (None, Ok(())) => Err(E::from(DbError {
+                class: ErrorClass::Other,
+                message: "the write panicked; its changes were undone".into(),
+            })),
+        };
+        // A caller that stopped waiting does not need its answer.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// A SQLite file opened for one port.
+pub struct Db {
+    path: PathBuf,
+    writer: mpsc::Sender<Box<dyn Op>>,
+    readers: Mutex<Vec<Connection>>,
+    commits: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+/// Settings every connection of the file shares.
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+impl Db {
+    /// Opens (creating if missing) the file at `path` and starts its writer thread.
+    pub async fn open(path: &Path) -> Result<Self, DbError> {
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+            .await
+            .map_err(|e| DbError::unavailable(format!("opening the database: {e}")))?
+    }
+
+    fn open_blocking(path: PathBuf) -> Result<Self, DbError> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| DbError::unavailable(format!("{}: {e}", parent.display())))?;
+        }
+        let conn = connect(&path)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::unavailable(format!(
+                "{} cannot use WAL mode (it is in {mode} mode)",
+                path.display()
+            )));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // No schema declares one yet, but a declared constraint is one to keep.
+        conn.pragma_update(None, "foreign_keys", true)?;
+        let (writer, queue) = mpsc::channel();
+        let commits = Arc::new(AtomicU64::new(0));
+        let counter = commits.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(&conn, &queue, &counter))
+            .map_err(|e| DbError::unavailable(format!("starting the writer thread: {e}")))?;
+        Ok(Self {
+            path,
+            writer,
+            readers: Mutex::new(Vec::new()),
+            commits,
+        })
+    }
+
+    /// Runs `work` on the writer thread, in a transaction shared with whatever other
+    /// writes are waiting, and answers once that transaction is committed. An `Err` from
+    /// `work` undoes its own changes only.
+    pub async fn write<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let op = Box::new(Pending {
+            work: Some(work),
+            outcome: None,
+            reply,
+        });
+        if self.writer.send(op).is_err() {
+            return Err(E::from(DbError::unavailable("the writer thread stopped")));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(E::from(DbError::unavailable(
+                "the writer thread stopped before answering",
+            )))
+        })
+    }
+
+    /// Runs `work` on a reader connection, on this thread: a snapshot of the last commit.
+    pub fn read<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E>,
+        E: From<DbError>,
+    {
+        let idle = self.readers.lock().expect("readers lock").pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => self.open_reader().map_err(E::from)?,
+        };
+        let outcome = work(&conn);
+        let mut readers = self.readers.lock().expect("readers lock");
+        if readers.len() < IDLE_READERS {
+            readers.push(conn);
+        }
+        outcome
+    }
+
+    fn open_reader(&self) -> Result<Connection, DbError> {
+        let conn = connect(&self.path)?;
+        // Kept to reads by SQLite itself, not only by the code.
+        conn.pragma_update(None, "query_only", true)?;
+        Ok(conn)
+    }
+
+    /// Runs schema statements (each idempotent: `CREATE … IF NOT EXISTS`) in one transaction.
+    pub async fn migrate(&self, statements: &'static [&'static str]) -> Result<(), DbError> {
+        self.write(move |conn| {
+            for statement in statements {
+                conn.execute_batch(statement)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Transactions committed by this opener so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+}
+
+/// The writer thread: until the `Db` is dropped, takes what is waiting and commits it.
+fn write_loop(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Op>>, commits: &AtomicU64) {
+    let mut waiting: VecDeque<Box<dyn Op>> = VecDeque::new();
+    loop {
+        if waiting.is_empty() {
+            match queue.recv() {
+                Ok(op) => waiting.push_back(op),
+                Err(_) => return,
+            }
+        }
+        while waiting.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(op) => waiting.push_back(op),
+                Err(_) => break,
+            }
+        }
+        let mut ran = Vec::with_capacity(waiting.len());
+        let committed = run_batch(conn, &mut waiting, &mut ran);
+        if committed == Ok(true) {
+            commits.fetch_add(1, Ordering::SeqCst);
+        }
+        for op in ran {
+            op.finish(committed.as_ref().map(|_| ()));
+        }
+    }
+}
+
+/// Runs the waiting closures in one transaction, moving each to `ran` as it runs, and
+/// commits (`Ok(true)`; `Ok(false)`: a lone closure failed, so there was nothing to
+/// commit). Closures left in `waiting` (an error ended the transaction before them) go
+/// into the next one.
+fn run_batch(
+    conn: &Connection,
+    waiting: &mut VecDeque<Box<dyn Op>>,
+    ran: &mut Vec<Box<dyn Op>>,
+) -> Result<bool, DbError> {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        ran.extend(waiting.drain(..));
+        return Err(e.into());
+    }
+    // One closure alone needs no savepoint: its failure undoes the whole transaction.
+    let alone = waiting.len() == 1;
+    let outcome = (|| {
+        while let Some(mut op) = waiting.pop_front() {
+            if !alone {
+                exec(conn, "SAVEPOINT op")?;
+            }
+            let ok = catch_unwind(AssertUnwindSafe(|| op.run(conn))).unwrap_or(false);
+            ran.push(op);
+            if conn.is_autocommit() {
+                // SQLite itself rolled the transaction back (a full disk, an I/O error).
+                return Err(DbError::unavailable(
+                    "the transaction was rolled back by SQLite",
+                ));
+            }
+            match (ok, alone) {
+                (true, true) => {}
+                (true, false) => exec(conn, "RELEASE op")?,
+                (false, true) => {
+                    exec(conn, "ROLLBACK")?;
+                    return Ok(false);
+                }
+                (false, false) => {
+                    exec(conn, "ROLLBACK TO op")?;
+                    exec(conn, "RELEASE op")?;
+                }
+            }
+        }
+        Ok(true)
+    })();
+    match outcome {
+        Ok(true) => match exec(conn, "COMMIT") {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let _ = exec(conn, "ROLLBACK");
+                Err(e.into())
+            }
+        },
+        // The lone closure failed and was rolled back: its own error is its answer.
+        Ok(false) => Ok(false),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = exec(conn, "ROLLBACK");
+            }
+            Err(e)
+        }
     }
 }
 
@@ -143,34 +383,161 @@ pub fn millis(d: Duration) -> i64 {
 mod tests {
     use super::*;
 
+    async fn open(dir: &tempfile::TempDir) -> Db {
+        let db = Db::open(&dir.path().join("x.db")).await.unwrap();
+        db.migrate(&["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)"])
+            .await
+            .unwrap();
+        db
+    }
+
+    fn insert(k: &'static str) -> impl FnOnce(&Connection) -> Result<(), DbError> {
+        move |conn| {
+            conn.execute("INSERT INTO t VALUES (?)", [k])?;
+            Ok(())
+        }
+    }
+
+    fn keys(db: &Db) -> Vec<String> {
+        db.read(|conn| -> Result<_, DbError> {
+            let mut stmt = conn.prepare("SELECT k FROM t ORDER BY k")?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })
+        .unwrap()
+    }
+
+    /// Holds the writer thread until the returned sender is dropped or sent to.
+    async fn block_writer(
+        db: &Arc<Db>,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), DbError>>,
+    ) {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let db = db.clone();
+        let blocked = tokio::spawn(async move {
+            db.write(move |_| -> Result<(), DbError> {
+                let _ = held.recv();
+                Ok(())
+            })
+            .await
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        (release, blocked)
+    }
+
     #[tokio::test]
     async fn opens_in_wal_mode_and_classifies_unique_violations() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("x.db")).await.unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-            .fetch_one(&mut *db.writer().await)
+        let db = open(&dir).await;
+        db.migrate(&["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)"])
             .await
+            .unwrap();
+        let mode: String = db
+            .read(|c| -> Result<_, DbError> {
+                Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(mode, "wal");
-        db.migrate(&["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)"])
-            .await
-            .unwrap();
-        db.migrate(&["CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)"])
-            .await
-            .unwrap();
-        sqlx::query("INSERT INTO t VALUES ('a')")
-            .execute(&mut *db.writer().await)
-            .await
-            .unwrap();
-        let e = sqlx::query("INSERT INTO t VALUES ('a')")
-            .execute(&mut *db.writer().await)
-            .await
-            .unwrap_err();
-        assert_eq!(classify(&e), ErrorClass::Unique);
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
-            .fetch_one(db.reader())
-            .await
-            .unwrap();
-        assert_eq!(n, 1, "a reader sees what the writer committed");
+        db.write(insert("a")).await.unwrap();
+        let e = db.write(insert("a")).await.unwrap_err();
+        assert_eq!(e.class, ErrorClass::Unique);
+        assert_eq!(keys(&db), ["a"], "a reader sees what the writer committed");
+        let refused =
+            db.read(|c| -> Result<_, DbError> { Ok(c.execute("INSERT INTO t VALUES ('b')", [])?) });
+        assert!(refused.is_err(), "readers cannot write");
+    }
+
+    /// Writes made while the writer is busy share one commit; one that fails undoes only
+    /// its own changes, and one that panics fails only itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_writes_share_one_commit_and_fail_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(open(&dir).await);
+        let (release, blocked) = block_writer(&db).await;
+        let before = db.commits();
+        let mut calls = Vec::new();
+        for k in ["a", "b", "c"] {
+            let db = db.clone();
+            calls.push(tokio::spawn(async move { db.write(insert(k)).await }));
+        }
+        let failing = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(|conn| -> Result<(), DbError> {
+                    conn.execute("INSERT INTO t VALUES ('undone')", [])?;
+                    conn.execute("INSERT INTO t VALUES ('a')", [])?;
+                    Ok(())
+                })
+                .await
+            })
+        };
+        let panicking = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(|conn| -> Result<(), DbError> {
+                    conn.execute("INSERT INTO t VALUES ('panicked')", [])
+                        .unwrap();
+                    panic!("a bug in a write");
+                })
+                .await
+            })
+        };
+        // Every call is queued behind the blocked write before it is released.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+        blocked.await.unwrap().unwrap();
+        for call in calls {
+            call.await.unwrap().unwrap();
+        }
+        let failed = failing.await.unwrap().unwrap_err();
+        assert_eq!(failed.class, ErrorClass::Unique);
+        assert!(panicking.await.unwrap().is_err());
+        assert_eq!(keys(&db), ["a", "b", "c"]);
+        assert_eq!(
+            db.commits() - before,
+            2,
+            "the blocking write's commit, then one for the five queued behind it"
+        );
+    }
+
+    /// A commit that fails fails every write in it, all of their changes undone, and the
+    /// writer goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_fails_every_write_in_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(open(&dir).await);
+        // A deferred foreign key fails at COMMIT, not at the statement.
+        db.migrate(&[
+            "CREATE TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)",
+            "CREATE TABLE IF NOT EXISTS child (p INTEGER REFERENCES parent (id)
+                DEFERRABLE INITIALLY DEFERRED)",
+        ])
+        .await
+        .unwrap();
+        let (release, blocked) = block_writer(&db).await;
+        let good = {
+            let db = db.clone();
+            tokio::spawn(async move { db.write(insert("good")).await })
+        };
+        let orphan = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(|c| -> Result<(), DbError> {
+                    c.execute("INSERT INTO child VALUES (42)", [])?;
+                    Ok(())
+                })
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+        blocked.await.unwrap().unwrap();
+        assert!(good.await.unwrap().is_err());
+        assert!(orphan.await.unwrap().is_err());
+        assert!(keys(&db).is_empty());
+        db.write(insert("after")).await.unwrap();
+        assert_eq!(keys(&db), ["after"]);
     }
 }

@@ -4,10 +4,10 @@
 
 pub mod blobs;
 pub mod db;
-mod outbox;
 pub mod queue;
 pub mod tables;
 pub mod viewport;
+mod wakers;
 
 pub use blobs::FolderBlobs;
 pub use queue::SqliteQueue;

@@ -4,8 +4,9 @@
 //!
 //! A receive is one statement (`UPDATE … RETURNING`, which also makes the dead-letter
 //! moves), so two receivers, in this process or another, never hold the same message, and
-//! a batch costs one round trip. Sends and deletes go through the outbox, which commits
-//! those made at the same time together (see `outbox`).
+//! a batch costs one statement. Every write goes to the file's writer thread, which commits
+//! the writes made at the same time together (see `db`), so a job's send and delete cost a
+//! share of one commit.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -13,15 +14,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::Row;
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::time::Instant;
 
-use super::db::{begin_immediate, classify, millis, now_ms, Db, ErrorClass};
-use super::outbox::{NewMessage, Outbox, ReceiptRow, Wakers};
+use super::db::{millis, now_ms, Db, DbError, ErrorClass};
+use super::wakers::Wakers;
 use crate::store::queue::{
     Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec, ReceiveOptions,
 };
-
 pub(super) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS queues (
         name TEXT PRIMARY KEY,
@@ -70,18 +70,19 @@ struct QueueConfig {
 
 /// The embedded queue: every queue in one SQLite file.
 pub struct SqliteQueue {
-    db: Arc<Db>,
+    db: Db,
     configs: RwLock<HashMap<String, (Arc<QueueConfig>, Instant)>>,
     /// Wakes long polls of this process when a message is sent or released.
-    wakers: Arc<Wakers>,
-    outbox: Arc<Outbox>,
+    wakers: Wakers,
     last_purge: Mutex<HashMap<String, i64>>,
 }
 
-fn backend(e: sqlx::Error) -> QueueError {
-    match classify(&e) {
-        ErrorClass::Unavailable => QueueError::Unavailable(e.to_string()),
-        _ => QueueError::Backend(e.to_string()),
+impl From<DbError> for QueueError {
+    fn from(e: DbError) -> Self {
+        match e.class {
+            ErrorClass::Unavailable => QueueError::Unavailable(e.message),
+            _ => QueueError::Backend(e.message),
+        }
     }
 }
 
@@ -113,44 +114,154 @@ fn check_name(name: &str) -> Result<(), QueueError> {
     }
 }
 
+/// A message row to insert.
+struct NewMessage {
+    message_id: String,
+    body: String,
+    attributes: String,
+    visible_after_ms: i64,
+}
+
+/// What one receive needs to know, owned so that it can go to the writer thread.
+struct ReceiveRequest {
+    queue: String,
+    max: usize,
+    visibility_ms: i64,
+    retention_ms: i64,
+    dead_letter: Option<(String, i64)>,
+    /// Delete the queue's expired messages first.
+    purge: bool,
+}
+
+/// One receive on the writer: takes up to `max` of the messages at the front of the
+/// queue. Each of them that has been received `max_receive_count` times already moves to
+/// the dead-letter queue instead (visible there at once, body, attributes and count kept),
+/// in the same statement, so one statement is the whole receive.
+///
+/// Only the messages this receive would take are looked at, so the move costs nothing on a
+/// deep queue; an exhausted message further back moves when it reaches the front. When
+/// messages moved, fewer than `max` were delivered and more may be ready behind them, the
+/// statement runs again for the rest, so that a run of dead letters never hides deliverable
+/// messages behind it. Returns the deliveries and whether any message moved.
+fn receive_rows(conn: &Connection, r: &ReceiveRequest) -> Result<(Vec<Delivery>, bool), DbError> {
+    let now = now_ms();
+    let cutoff = now - r.retention_ms;
+    if r.purge {
+        conn.prepare_cached("DELETE FROM messages WHERE queue = ? AND sent_at_ms < ?")?
+            .execute(params![r.queue, cutoff])?;
+    }
+    let (dlq, max_receives) = match &r.dead_letter {
+        Some((dlq, max_receives)) => (Some(dlq.as_str()), *max_receives),
+        None => (None, i64::MAX),
+    };
+    let mut stmt = conn.prepare_cached(
+        "UPDATE messages SET
+            queue = CASE WHEN receive_count >= ?1 THEN ?2 ELSE queue END,
+            visible_at_ms = CASE WHEN receive_count >= ?1 THEN ?3 ELSE ?4 END,
+            receipt = CASE WHEN receive_count >= ?1 THEN NULL
+                ELSE CAST(seq AS TEXT) || '.' || ?5 END,
+            receive_count = receive_count + (receive_count < ?1)
+         WHERE seq IN (SELECT seq FROM messages
+            WHERE queue = ?6 AND visible_at_ms <= ?3 AND sent_at_ms >= ?7
+            ORDER BY visible_at_ms, seq LIMIT ?8)
+         RETURNING seq, receipt, message_id, body, receive_count, sent_at_ms, attributes",
+    )?;
+    let mut out = Vec::with_capacity(r.max);
+    let mut any_moved = false;
+    loop {
+        let want = r.max - out.len();
+        let nonce = format!("{:016x}", rand::random::<u64>());
+        // SET expressions read the row as it was, so every CASE tests the old count.
+        let mut rows = stmt.query(params![
+            max_receives,
+            dlq,
+            now,
+            now.saturating_add(r.visibility_ms),
+            nonce,
+            r.queue,
+            cutoff,
+            i64::try_from(want).unwrap_or(10),
+        ])?;
+        let mut seen = 0;
+        let mut moved = 0;
+        while let Some(row) = rows.next()? {
+            seen += 1;
+            // A moved row has no receipt: it waits in the dead-letter queue.
+            let Some(receipt) = row.get::<_, Option<String>>(1)? else {
+                moved += 1;
+                continue;
+            };
+            let bad = |e: &dyn std::fmt::Display| DbError {
+                class: ErrorClass::Other,
+                message: format!("message attributes: {e}"),
+            };
+            let raw = row.get_ref(6)?.as_str().map_err(|e| bad(&e))?;
+            let attributes: BTreeMap<String, String> =
+                serde_json::from_str(raw).map_err(|e| bad(&e))?;
+            let count: i64 = row.get(4)?;
+            out.push((
+                row.get::<_, i64>(0)?,
+                Delivery {
+                    message_id: row.get(2)?,
+                    receipt,
+                    body: row.get(3)?,
+                    receive_count: u32::try_from(count).unwrap_or(u32::MAX),
+                    sent_at_ms: row.get(5)?,
+                    attributes,
+                },
+            ));
+        }
+        any_moved |= moved > 0;
+        // Fewer rows than asked for: nothing more is ready behind them.
+        if moved == 0 || seen < want || out.len() >= r.max {
+            break;
+        }
+    }
+    out.sort_by_key(|(seq, _)| *seq);
+    Ok((out.into_iter().map(|(_, d)| d).collect(), any_moved))
+}
+
 impl SqliteQueue {
     /// Opens (creating if missing) the queue file.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
-        let db = Arc::new(Db::open(path).await?);
+    pub async fn open(path: &Path) -> Result<Self, DbError> {
+        let db = Db::open(path).await?;
         db.migrate(SCHEMA).await?;
-        let wakers = Arc::new(Wakers::default());
         Ok(Self {
-            outbox: Arc::new(Outbox::new(db.clone(), wakers.clone())),
             db,
             configs: RwLock::new(HashMap::new()),
-            wakers,
+            wakers: Wakers::default(),
             last_purge: Mutex::new(HashMap::new()),
         })
     }
 
     /// A queue's settings, from a cache (shared, so a hit costs no allocation).
-    async fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueueError> {
+    fn config(&self, queue: &str) -> Result<Arc<QueueConfig>, QueueError> {
         if let Some((c, at)) = self.configs.read().expect("queue configs lock").get(queue) {
             if at.elapsed() < CONFIG_TTL {
                 return Ok(c.clone());
             }
         }
-        let row = sqlx::query(
-            "SELECT visibility_ms, retention_ms, dead_letter_queue, max_receive_count
-             FROM queues WHERE name = ?",
-        )
-        .bind(queue)
-        .fetch_optional(self.db.reader())
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| QueueError::NotFound(queue.to_owned()))?;
-        let dlq: Option<String> = row.get(2);
-        let max: Option<i64> = row.get(3);
-        let config = Arc::new(QueueConfig {
-            visibility_ms: row.get(0),
-            retention_ms: row.get(1),
-            dead_letter: dlq.zip(max),
-        });
+        let config = self
+            .db
+            .read(|conn| -> Result<_, DbError> {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT visibility_ms, retention_ms, dead_letter_queue, max_receive_count
+                         FROM queues WHERE name = ?",
+                    )?
+                    .query_row([queue], |row| {
+                        let dlq: Option<String> = row.get(2)?;
+                        let max: Option<i64> = row.get(3)?;
+                        Ok(QueueConfig {
+                            visibility_ms: row.get(0)?,
+                            retention_ms: row.get(1)?,
+                            dead_letter: dlq.zip(max),
+                        })
+                    })
+                    .optional()?)
+            })?
+            .ok_or_else(|| QueueError::NotFound(queue.to_owned()))?;
+        let config = Arc::new(config);
         self.configs
             .write()
             .expect("queue configs lock")
@@ -158,57 +269,34 @@ impl SqliteQueue {
         Ok(config)
     }
 
-    /// Deletes messages past their retention, at most once a minute per queue.
-    async fn purge_expired(
-        &self,
-        queue: &str,
-        config: &QueueConfig,
-        now: i64,
-    ) -> Result<(), QueueError> {
-        {
-            let mut last = self.last_purge.lock().expect("queue purge lock");
-            let due = last
-                .get(queue)
-                .is_none_or(|at| now - at >= PURGE_INTERVAL_MS);
-            if !due {
-                return Ok(());
-            }
+    /// Whether the queue's expired messages are due to be deleted: at most once a minute
+    /// per queue (reads skip them anyway).
+    fn purge_due(&self, queue: &str, now: i64) -> bool {
+        let mut last = self.last_purge.lock().expect("queue purge lock");
+        let due = last
+            .get(queue)
+            .is_none_or(|at| now - at >= PURGE_INTERVAL_MS);
+        if due {
             last.insert(queue.to_owned(), now);
         }
-        sqlx::query("DELETE FROM messages WHERE queue = ? AND sent_at_ms < ?")
-            .bind(queue)
-            .bind(now - config.retention_ms)
-            .execute(&mut *self.db.writer().await)
-            .await
-            .map_err(backend)?;
-        Ok(())
+        due
     }
 
     /// Whether anything is ready, asked of a reader so that idle polls leave the writer free.
-    async fn anything_ready(&self, queue: &str, config: &QueueConfig) -> Result<bool, QueueError> {
+    fn anything_ready(&self, queue: &str, config: &QueueConfig) -> Result<bool, QueueError> {
         let now = now_ms();
-        sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM messages
-             WHERE queue = ? AND visible_at_ms <= ? AND sent_at_ms >= ?)",
-        )
-        .bind(queue)
-        .bind(now)
-        .bind(now - config.retention_ms)
-        .fetch_one(self.db.reader())
-        .await
-        .map_err(backend)
+        Ok(self.db.read(|conn| -> Result<_, DbError> {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM messages
+                     WHERE queue = ? AND visible_at_ms <= ? AND sent_at_ms >= ?)",
+                )?
+                .query_row(params![queue, now, now - config.retention_ms], |r| r.get(0))?)
+        })?)
     }
 
-    /// One receive attempt: takes up to `max` of the messages at the front of the queue.
-    /// Each of them that has been received `max_receive_count` times already moves to the
-    /// dead-letter queue instead (visible there at once, body, attributes and count kept),
-    /// in the same statement, so one statement is the whole receive.
-    ///
-    /// Only the messages this receive would take are looked at, so the move costs nothing
-    /// on a deep queue; an exhausted message further back moves when it reaches the front.
-    /// When messages moved, fewer than `max` were delivered and more may be ready behind
-    /// them, the statement runs again for the rest, so that a run of dead letters never
-    /// hides deliverable messages behind it.
+    /// One receive attempt, on the writer; wakes the dead-letter queue's polls if it moved
+    /// messages there.
     async fn receive_once(
         &self,
         queue: &str,
@@ -216,78 +304,44 @@ impl SqliteQueue {
         max: usize,
         visibility_ms: i64,
     ) -> Result<Vec<Delivery>, QueueError> {
-        let now = now_ms();
-        self.purge_expired(queue, config, now).await?;
-        let cutoff = now - config.retention_ms;
-        let (dlq, max_receives) = match &config.dead_letter {
-            Some((dlq, max_receives)) => (Some(dlq.as_str()), *max_receives),
-            None => (None, i64::MAX),
+        let request = ReceiveRequest {
+            queue: queue.to_owned(),
+            max,
+            visibility_ms,
+            retention_ms: config.retention_ms,
+            dead_letter: config.dead_letter.clone(),
+            purge: self.purge_due(queue, now_ms()),
         };
-        let mut out = Vec::with_capacity(max);
-        loop {
-            let want = max - out.len();
-            let nonce = format!("{:016x}", rand::random::<u64>());
-            // SET expressions read the row as it was, so every CASE tests the old count.
-            let rows = sqlx::query(
-                "UPDATE messages SET
-                    queue = CASE WHEN receive_count >= ?1 THEN ?2 ELSE queue END,
-                    visible_at_ms = CASE WHEN receive_count >= ?1 THEN ?3 ELSE ?4 END,
-                    receipt = CASE WHEN receive_count >= ?1 THEN NULL
-                        ELSE CAST(seq AS TEXT) || '.' || ?5 END,
-                    receive_count = receive_count + (receive_count < ?1)
-                 WHERE seq IN (SELECT seq FROM messages
-                    WHERE queue = ?6 AND visible_at_ms <= ?3 AND sent_at_ms >= ?7
-                    ORDER BY visible_at_ms, seq LIMIT ?8)
-                 RETURNING seq, receipt, message_id, body, receive_count, sent_at_ms, attributes",
-            )
-            .bind(max_receives)
-            .bind(dlq)
-            .bind(now)
-            .bind(now.saturating_add(visibility_ms))
-            .bind(&nonce)
-            .bind(queue)
-            .bind(cutoff)
-            .bind(i64::try_from(want).unwrap_or(10))
-            .fetch_all(&mut *self.db.writer().await)
-            .await
-            .map_err(backend)?;
-            // Fewer rows than asked for: nothing more is ready behind them.
-            let all_ready_seen = rows.len() < want;
-            let mut moved = 0;
-            for row in rows {
-                // A moved row has no receipt: it waits in the dead-letter queue.
-                let Some(receipt) = row.get::<Option<String>, _>(1) else {
-                    moved += 1;
-                    continue;
-                };
-                let attributes: String = row.get(6);
-                let attributes: BTreeMap<String, String> = serde_json::from_str(&attributes)
-                    .map_err(|e| QueueError::Backend(format!("message attributes: {e}")))?;
-                let count: i64 = row.get(4);
-                out.push((
-                    row.get::<i64, _>(0),
-                    Delivery {
-                        message_id: row.get(2),
-                        receipt,
-                        body: row.get(3),
-                        receive_count: u32::try_from(count).unwrap_or(u32::MAX),
-                        sent_at_ms: row.get(5),
-                        attributes,
-                    },
-                ));
-            }
-            if moved > 0 {
-                if let Some(dlq) = dlq {
-                    tracing::debug!(queue, dead_letter_queue = %dlq, moved, "dead-lettered");
-                    self.wakers.wake(dlq);
-                }
-            }
-            if moved == 0 || all_ready_seen || out.len() >= max {
-                break;
+        let (got, moved) = self
+            .db
+            .write(move |conn| receive_rows(conn, &request))
+            .await?;
+        if moved {
+            if let Some((dlq, _)) = &config.dead_letter {
+                tracing::debug!(queue, dead_letter_queue = %dlq, "dead-lettered");
+                self.wakers.wake(dlq);
             }
         }
-        out.sort_by_key(|(seq, _)| *seq);
-        Ok(out.into_iter().map(|(_, d)| d).collect())
+        Ok(got)
+    }
+
+    /// Deletes the rows still held by these receipts in `queue`. A receipt names its own
+    /// row (`<seq>.<nonce>`), so each delete is a rowid lookup; `+queue` keeps the planner
+    /// on it. A stale receipt deletes nothing, and that is not an error.
+    async fn delete_rows(&self, queue: &str, rows: Vec<(i64, String)>) -> Result<(), QueueError> {
+        let queue = queue.to_owned();
+        self.db
+            .write(move |conn| -> Result<(), DbError> {
+                let mut stmt = conn.prepare_cached(
+                    "DELETE FROM messages WHERE seq = ? AND receipt = ? AND +queue = ?",
+                )?;
+                for (seq, receipt) in &rows {
+                    stmt.execute(params![seq, receipt, queue])?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(())
     }
 }
 
@@ -309,56 +363,51 @@ impl Queue for SqliteQueue {
                 return Err(invalid("a queue cannot be its own dead-letter queue"));
             }
         }
-        let mut writer = self.db.writer().await;
-        let mut tx = begin_immediate(&mut writer).await.map_err(backend)?;
-        if let Some(p) = &spec.dead_letter {
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?)")
-                    .bind(&p.queue)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-            if !exists {
-                return Err(QueueError::NotFound(p.queue.clone()));
-            }
-        }
+        let name = spec.name.clone();
         let dlq = spec.dead_letter.as_ref().map(|p| p.queue.clone());
         let max = spec
             .dead_letter
             .as_ref()
             .map(|p| i64::from(p.max_receive_count));
-        let inserted = sqlx::query(
-            "INSERT OR IGNORE INTO queues
-             (name, visibility_ms, retention_ms, dead_letter_queue, max_receive_count)
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&spec.name)
-        .bind(millis(spec.visibility_timeout))
-        .bind(millis(spec.retention))
-        .bind(&dlq)
-        .bind(max)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !inserted {
-            // An existing queue takes the settings it is ensured with, so a changed
-            // queues.toml applies on the next provision.
-            sqlx::query(
-                "UPDATE queues SET visibility_ms = ?, retention_ms = ?, dead_letter_queue = ?,
-                 max_receive_count = ? WHERE name = ?",
-            )
-            .bind(millis(spec.visibility_timeout))
-            .bind(millis(spec.retention))
-            .bind(&dlq)
-            .bind(max)
-            .bind(&spec.name)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        }
-        tx.commit().await.map_err(backend)?;
+        let (visibility, retention) = (millis(spec.visibility_timeout), millis(spec.retention));
+        let inserted = self
+            .db
+            .write(move |conn| -> Result<bool, QueueError> {
+                let sql = |e: rusqlite::Error| QueueError::from(DbError::from(e));
+                if let Some(dlq) = &dlq {
+                    let exists: bool = conn
+                        .query_row(
+                            "SELECT EXISTS (SELECT 1 FROM queues WHERE name = ?)",
+                            [dlq],
+                            |r| r.get(0),
+                        )
+                        .map_err(sql)?;
+                    if !exists {
+                        return Err(QueueError::NotFound(dlq.clone()));
+                    }
+                }
+                let inserted = conn
+                    .execute(
+                        "INSERT OR IGNORE INTO queues
+                         (name, visibility_ms, retention_ms, dead_letter_queue, max_receive_count)
+                         VALUES (?, ?, ?, ?, ?)",
+                        params![name, visibility, retention, dlq, max],
+                    )
+                    .map_err(sql)?
+                    == 1;
+                if !inserted {
+                    // An existing queue takes the settings it is ensured with, so a changed
+                    // queues.toml applies on the next provision.
+                    conn.execute(
+                        "UPDATE queues SET visibility_ms = ?, retention_ms = ?,
+                         dead_letter_queue = ?, max_receive_count = ? WHERE name = ?",
+                        params![visibility, retention, dlq, max, name],
+                    )
+                    .map_err(sql)?;
+                }
+                Ok(inserted)
+            })
+            .await?;
         self.configs
             .write()
             .expect("queue configs lock")
@@ -376,8 +425,7 @@ impl Queue for SqliteQueue {
         queue: &str,
         messages: Vec<OutMessage>,
     ) -> Result<Vec<String>, QueueError> {
-        self.config(queue).await?;
-        let now = now_ms();
+        self.config(queue)?;
         let mut ids = Vec::with_capacity(messages.len());
         let mut rows = Vec::with_capacity(messages.len());
         for message in messages {
@@ -391,18 +439,42 @@ impl Queue for SqliteQueue {
             }
             let id = uuid::Uuid::new_v4().to_string();
             rows.push(NewMessage {
-                queue: queue.to_owned(),
                 message_id: id.clone(),
                 attributes: serde_json::to_string(&message.attributes)
                     .map_err(|e| invalid(format!("attributes: {e}")))?,
                 body: message.body,
-                sent_at_ms: now,
-                visible_at_ms: now.saturating_add(millis(message.delay)),
+                visible_after_ms: millis(message.delay),
             });
             ids.push(id);
         }
-        if !rows.is_empty() {
-            self.outbox.send(rows).await?;
+        if rows.is_empty() {
+            return Ok(ids);
+        }
+        let any_visible = rows.iter().any(|m| m.visible_after_ms == 0);
+        let name = queue.to_owned();
+        self.db
+            .write(move |conn| -> Result<(), DbError> {
+                let now = now_ms();
+                let mut stmt = conn.prepare_cached(
+                    "INSERT INTO messages
+                     (queue, message_id, body, attributes, sent_at_ms, visible_at_ms)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )?;
+                for m in &rows {
+                    stmt.execute(params![
+                        name,
+                        m.message_id,
+                        m.body,
+                        m.attributes,
+                        now,
+                        now.saturating_add(m.visible_after_ms)
+                    ])?;
+                }
+                Ok(())
+            })
+            .await?;
+        if any_visible {
+            self.wakers.wake(queue);
         }
         Ok(ids)
     }
@@ -424,7 +496,7 @@ impl Queue for SqliteQueue {
         {
             return Err(invalid("visibility timeout must be at most 12 hours"));
         }
-        let config = self.config(queue).await?;
+        let config = self.config(queue)?;
         let visibility_ms = options
             .visibility_timeout
             .map_or(config.visibility_ms, millis);
@@ -439,7 +511,7 @@ impl Queue for SqliteQueue {
             let woken = notify.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            if straight || self.anything_ready(queue, &config).await? {
+            if straight || self.anything_ready(queue, &config)? {
                 let got = self
                     .receive_once(queue, &config, options.max_messages, visibility_ms)
                     .await?;
@@ -460,14 +532,9 @@ impl Queue for SqliteQueue {
     }
 
     async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
-        self.config(queue).await?;
+        self.config(queue)?;
         let seq = parse_receipt(receipt)?;
-        self.outbox
-            .delete(vec![ReceiptRow {
-                queue: queue.to_owned(),
-                seq,
-                receipt: receipt.to_owned(),
-            }])
+        self.delete_rows(queue, vec![(seq, receipt.to_owned())])
             .await
     }
 
@@ -476,24 +543,20 @@ impl Queue for SqliteQueue {
         queue: &str,
         receipts: &[String],
     ) -> Result<Vec<Result<(), QueueError>>, QueueError> {
-        self.config(queue).await?;
+        self.config(queue)?;
         let mut results = Vec::with_capacity(receipts.len());
         let mut rows = Vec::with_capacity(receipts.len());
         for r in receipts {
             match parse_receipt(r) {
                 Ok(seq) => {
-                    rows.push(ReceiptRow {
-                        queue: queue.to_owned(),
-                        seq,
-                        receipt: r.clone(),
-                    });
+                    rows.push((seq, r.clone()));
                     results.push(Ok(()));
                 }
                 Err(e) => results.push(Err(e)),
             }
         }
         if !rows.is_empty() {
-            self.outbox.delete(rows).await?;
+            self.delete_rows(queue, rows).await?;
         }
         Ok(results)
     }
@@ -507,19 +570,25 @@ impl Queue for SqliteQueue {
         if timeout > MAX_VISIBILITY {
             return Err(invalid("visibility timeout must be at most 12 hours"));
         }
-        self.config(queue).await?;
+        self.config(queue)?;
         let seq = parse_receipt(receipt)?;
-        let changed = sqlx::query(
-            "UPDATE messages SET visible_at_ms = ? WHERE seq = ? AND receipt = ? AND +queue = ?",
-        )
-        .bind(now_ms().saturating_add(millis(timeout)))
-        .bind(seq)
-        .bind(receipt)
-        .bind(queue)
-        .execute(&mut *self.db.writer().await)
-        .await
-        .map_err(backend)?
-        .rows_affected();
+        let (name, receipt) = (queue.to_owned(), receipt.to_owned());
+        let changed = self
+            .db
+            .write(move |conn| -> Result<usize, DbError> {
+                Ok(conn
+                    .prepare_cached(
+                        "UPDATE messages SET visible_at_ms = ?
+                         WHERE seq = ? AND receipt = ? AND +queue = ?",
+                    )?
+                    .execute(params![
+                        now_ms().saturating_add(millis(timeout)),
+                        seq,
+                        receipt,
+                        name
+                    ])?)
+            })
+            .await?;
         if changed == 0 {
             return Err(QueueError::ReceiptExpired);
         }
@@ -530,28 +599,32 @@ impl Queue for SqliteQueue {
     }
 
     async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
-        let config = self.config(queue).await?;
+        let config = self.config(queue)?;
         let now = now_ms();
-        let row = sqlx::query(
-            "SELECT
-                COALESCE(SUM(visible_at_ms <= ?1), 0),
-                COALESCE(SUM(visible_at_ms > ?1 AND receive_count > 0), 0),
-                COALESCE(SUM(visible_at_ms > ?1 AND receive_count = 0), 0),
-                MIN(sent_at_ms)
-             FROM messages WHERE queue = ?2 AND sent_at_ms >= ?3",
-        )
-        .bind(now)
-        .bind(queue)
-        .bind(now - config.retention_ms)
-        .fetch_one(self.db.reader())
-        .await
-        .map_err(backend)?;
-        let count = |i: usize| u64::try_from(row.get::<i64, _>(i)).unwrap_or(0);
-        let oldest: Option<i64> = row.get(3);
+        let (visible, in_flight, delayed, oldest) = self.db.read(|conn| -> Result<_, DbError> {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT
+                            COALESCE(SUM(visible_at_ms <= ?1), 0),
+                            COALESCE(SUM(visible_at_ms > ?1 AND receive_count > 0), 0),
+                            COALESCE(SUM(visible_at_ms > ?1 AND receive_count = 0), 0),
+                            MIN(sent_at_ms)
+                         FROM messages WHERE queue = ?2 AND sent_at_ms >= ?3",
+                )?
+                .query_row(params![now, queue, now - config.retention_ms], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                    ))
+                })?)
+        })?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(QueueDepth {
-            visible: count(0),
-            in_flight: count(1),
-            delayed: count(2),
+            visible: count(visible),
+            in_flight: count(in_flight),
+            delayed: count(delayed),
             oldest_age: oldest.map(|t| Duration::from_millis(u64::try_from(now - t).unwrap_or(0))),
         })
     }
@@ -590,17 +663,22 @@ mod tests {
         q.send("old", OutMessage::new("stale")).await.unwrap();
         q.send("old", OutMessage::new("fresh")).await.unwrap();
         // Age the first message past the 60 s retention.
-        sqlx::query("UPDATE messages SET sent_at_ms = sent_at_ms - 120000 WHERE body = 'stale'")
-            .execute(&mut *q.db.writer().await)
-            .await
-            .unwrap();
+        q.db.write(|c| -> Result<_, DbError> {
+            Ok(c.execute(
+                "UPDATE messages SET sent_at_ms = sent_at_ms - 120000 WHERE body = 'stale'",
+                [],
+            )?)
+        })
+        .await
+        .unwrap();
         assert_eq!(q.depth("old").await.unwrap().visible, 1);
         let got = q.receive("old", &ReceiveOptions::default()).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].body, "fresh");
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages")
-            .fetch_one(q.db.reader())
-            .await
+        let left: i64 =
+            q.db.read(|c| -> Result<_, DbError> {
+                Ok(c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0))?)
+            })
             .unwrap();
         assert_eq!(left, 1, "the expired message was purged");
     }
@@ -713,21 +791,9 @@ mod tests {
         assert_eq!(bodies(&first), ["a", "b", "c"]);
         q.send("src", OutMessage::new("d")).await.unwrap();
 
-        let commits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        {
-            let counter = commits.clone();
-            let mut writer = q.db.writer().await;
-            writer
-                .lock_handle()
-                .await
-                .unwrap()
-                .set_commit_hook(move || {
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    true
-                });
-        }
+        let before = q.db.commits();
         let got = q.receive("src", &ReceiveOptions::default()).await.unwrap();
-        assert_eq!(commits.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(q.db.commits() - before, 1);
         assert_eq!(bodies(&got), ["d"]);
         assert_eq!(got[0].receive_count, 1);
         let src = q.depth("src").await.unwrap();

@@ -2,11 +2,10 @@
 //! with their keys pulled out by the table's `TableSpec`, so that a partition is one index
 //! range ordered by sort key (byte order, as DynamoDB orders string sort keys).
 //!
-//! A conditional write reads the stored item, checks the condition, and writes only if the
-//! item's revision (a random number every write replaces) is still the one it read;
-//! otherwise another process wrote in between, and it reads again. So a condition holds at
-//! the moment of the write in every process, for two statements instead of a transaction's
-//! four. Transactions of several items use `BEGIN IMMEDIATE`.
+//! Every write runs on the file's writer thread inside a `BEGIN IMMEDIATE` transaction
+//! (see `db`), so a conditional write reads the item, checks the condition and writes it
+//! with no other writer in between, in this process or another; and a transaction of
+//! several items commits all of them or none. Reads run on the caller's thread.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -15,10 +14,11 @@ use std::sync::RwLock;
 use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
 use serde_json::Value;
-use sqlx::{Row, SqliteConnection};
 
-use super::db::{begin_immediate, classify, Db, ErrorClass};
+use super::db::{Db, DbError, ErrorClass};
 use crate::store::tables::{
     Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables, TransactPut,
 };
@@ -50,11 +50,17 @@ pub struct SqliteTables {
     specs: RwLock<HashMap<String, TableSpec>>,
 }
 
-fn backend(e: sqlx::Error) -> TableError {
-    match classify(&e) {
-        ErrorClass::Unavailable => TableError::Unavailable(e.to_string()),
-        _ => TableError::Backend(e.to_string()),
+impl From<DbError> for TableError {
+    fn from(e: DbError) -> Self {
+        match e.class {
+            ErrorClass::Unavailable => TableError::Unavailable(e.message),
+            _ => TableError::Backend(e.message),
+        }
     }
+}
+
+fn backend(e: rusqlite::Error) -> TableError {
+    DbError::from(e).into()
 }
 
 /// The stored key of an item: its partition and sort key values, which must be non-empty
@@ -118,88 +124,56 @@ fn check(condition: Option<&Condition>, current: Option<&Item>) -> Result<(), Ta
     }
 }
 
-/// The stored item and its revision.
-async fn load(
-    conn: &mut SqliteConnection,
-    table: &str,
-    pk: &str,
-    sk: &str,
-) -> Result<Option<(Item, i64)>, TableError> {
-    let row: Option<(String, i64)> =
-        sqlx::query_as("SELECT doc, rev FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
-            .bind(table)
-            .bind(pk)
-            .bind(sk)
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(backend)?;
-    row.map(|(doc, rev)| Ok((decode(&doc)?, rev))).transpose()
+/// The stored item.
+fn load(conn: &Connection, table: &str, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT doc FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
+        .map_err(backend)?;
+    let mut rows = stmt.query(params![table, pk, sk]).map_err(backend)?;
+    match rows.next().map_err(backend)? {
+        Some(row) => {
+            let doc = row.get_ref(0).map_err(backend)?;
+            let doc = doc
+                .as_str()
+                .map_err(|e| TableError::Backend(format!("stored item: {e}")))?;
+            decode(doc).map(Some)
+        }
+        None => Ok(None),
+    }
 }
 
-/// A fresh revision: random, so a deleted and re-made item never repeats one.
-fn new_rev() -> i64 {
-    rand::random::<i64>()
-}
-
-/// Writes the item whatever is stored.
-async fn store(
-    conn: &mut SqliteConnection,
+/// Writes the item whatever is stored. `rev` (a random number every write replaces) is
+/// kept for files written before writes ran in transactions.
+fn store(
+    conn: &Connection,
     table: &str,
     pk: &str,
     sk: &str,
     item: &Item,
 ) -> Result<(), TableError> {
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO items (tbl, pk, sk, doc, rev) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (tbl, pk, sk) DO UPDATE SET doc = excluded.doc, rev = excluded.rev",
     )
-    .bind(table)
-    .bind(pk)
-    .bind(sk)
-    .bind(encode(item)?)
-    .bind(new_rev())
-    .execute(&mut *conn)
-    .await
+    .map_err(backend)?
+    .execute(params![table, pk, sk, encode(item)?, rand::random::<i64>()])
     .map_err(backend)?;
     Ok(())
 }
 
-/// Writes the item if the stored revision is still `read` (`None`: there was no item);
-/// false if another writer came first.
-async fn store_if(
-    conn: &mut SqliteConnection,
+/// Reads the item, lets `next` check its condition and make the new item, and writes it:
+/// on the writer, so nothing changes in between.
+fn write_checked(
+    conn: &Connection,
     table: &str,
     pk: &str,
     sk: &str,
-    item: &Item,
-    read: Option<i64>,
-) -> Result<bool, TableError> {
-    let doc = encode(item)?;
-    let done = match read {
-        None => sqlx::query(
-            "INSERT INTO items (tbl, pk, sk, doc, rev) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (tbl, pk, sk) DO NOTHING",
-        )
-        .bind(table)
-        .bind(pk)
-        .bind(sk)
-        .bind(doc)
-        .bind(new_rev()),
-        Some(rev) => sqlx::query(
-            "UPDATE items SET doc = ?, rev = ? WHERE tbl = ? AND pk = ? AND sk = ? AND rev = ?",
-        )
-        .bind(doc)
-        .bind(new_rev())
-        .bind(table)
-        .bind(pk)
-        .bind(sk)
-        .bind(rev),
-    }
-    .execute(&mut *conn)
-    .await
-    .map_err(backend)?
-    .rows_affected();
-    Ok(done == 1)
+    next: impl FnOnce(Option<&Item>) -> Result<Item, TableError>,
+) -> Result<Item, TableError> {
+    let current = load(conn, table, pk, sk)?;
+    let item = next(current.as_ref())?;
+    store(conn, table, pk, sk, &item)?;
+    Ok(item)
 }
 
 /// The cursor is the last sort key returned, opaque to callers.
@@ -217,7 +191,7 @@ fn decode_cursor(cursor: &str) -> Result<String, TableError> {
 
 impl SqliteTables {
     /// Opens (creating if missing) the tables file.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+    pub async fn open(path: &Path) -> Result<Self, DbError> {
         let db = Db::open(path).await?;
         db.migrate(SCHEMA).await?;
         Ok(Self {
@@ -227,47 +201,29 @@ impl SqliteTables {
     }
 
     /// The table's key schema; `NotFound` if no one ensured it.
-    async fn spec(&self, table: &str) -> Result<TableSpec, TableError> {
+    fn spec(&self, table: &str) -> Result<TableSpec, TableError> {
         if let Some(s) = self.specs.read().expect("table specs lock").get(table) {
             return Ok(s.clone());
         }
-        let row = sqlx::query("SELECT partition_key, sort_key FROM table_specs WHERE name = ?")
-            .bind(table)
-            .fetch_optional(self.db.reader())
-            .await
-            .map_err(backend)?
+        let (pk, sk) = self
+            .db
+            .read(|conn| {
+                conn.prepare_cached(
+                    "SELECT partition_key, sort_key FROM table_specs WHERE name = ?",
+                )?
+                .query_row([table], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+                })
+                .optional()
+                .map_err(DbError::from)
+            })?
             .ok_or_else(|| TableError::NotFound(table.to_owned()))?;
-        let pk: String = row.get(0);
-        let sk: Option<String> = row.get(1);
         let spec = TableSpec::new(table, &pk, sk.as_deref());
         self.specs
             .write()
             .expect("table specs lock")
             .insert(table.to_owned(), spec.clone());
         Ok(spec)
-    }
-
-    /// Reads the item, lets `next` check its condition and make the new item, and writes
-    /// that if no one wrote in between; otherwise goes round again with what they wrote.
-    async fn write_checked<F>(
-        &self,
-        table: &str,
-        pk: &str,
-        sk: &str,
-        mut next: F,
-    ) -> Result<Item, TableError>
-    where
-        F: FnMut(Option<&Item>) -> Result<Item, TableError> + Send,
-    {
-        let mut writer = self.db.writer().await;
-        loop {
-            let current = load(&mut writer, table, pk, sk).await?;
-            let item = next(current.as_ref().map(|(item, _)| item))?;
-            let read = current.map(|(_, rev)| rev);
-            if store_if(&mut writer, table, pk, sk, &item, read).await? {
-                return Ok(item);
-            }
-        }
     }
 }
 
@@ -279,34 +235,34 @@ impl Tables for SqliteTables {
                 "table and partition key names must not be empty".into(),
             ));
         }
-        let mut writer = self.db.writer().await;
-        let mut tx = begin_immediate(&mut writer).await.map_err(backend)?;
-        let existing =
-            sqlx::query("SELECT partition_key, sort_key FROM table_specs WHERE name = ?")
-                .bind(&spec.name)
-                .fetch_optional(&mut *tx)
-                .await
+        let spec = spec.clone();
+        self.db
+            .write(move |conn| {
+                let existing = conn
+                    .query_row(
+                        "SELECT partition_key, sort_key FROM table_specs WHERE name = ?",
+                        [&spec.name],
+                        |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?)),
+                    )
+                    .optional()
+                    .map_err(backend)?;
+                if let Some((pk, sk)) = existing {
+                    if pk != spec.partition_key || sk != spec.sort_key {
+                        return Err(TableError::InvalidItem(format!(
+                            "table {:?} exists with key ({pk}, {sk:?}), not ({}, {:?})",
+                            spec.name, spec.partition_key, spec.sort_key
+                        )));
+                    }
+                    return Ok(false);
+                }
+                conn.execute(
+                    "INSERT INTO table_specs (name, partition_key, sort_key) VALUES (?, ?, ?)",
+                    params![spec.name, spec.partition_key, spec.sort_key],
+                )
                 .map_err(backend)?;
-        if let Some(row) = existing {
-            let pk: String = row.get(0);
-            let sk: Option<String> = row.get(1);
-            if pk != spec.partition_key || sk != spec.sort_key {
-                return Err(TableError::InvalidItem(format!(
-                    "table {:?} exists with key ({pk}, {sk:?}), not ({}, {:?})",
-                    spec.name, spec.partition_key, spec.sort_key
-                )));
-            }
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO table_specs (name, partition_key, sort_key) VALUES (?, ?, ?)")
-            .bind(&spec.name)
-            .bind(&spec.partition_key)
-            .bind(&spec.sort_key)
-            .execute(&mut *tx)
+                Ok(true)
+            })
             .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(true)
     }
 
     async fn put(
@@ -315,30 +271,25 @@ impl Tables for SqliteTables {
         item: Item,
         condition: Option<Condition>,
     ) -> Result<(), TableError> {
-        let spec = self.spec(table).await?;
+        let spec = self.spec(table)?;
         let (pk, sk) = item_key(&spec, &item)?;
-        match condition {
-            None => {
-                let mut writer = self.db.writer().await;
-                store(&mut writer, table, &pk, &sk, &item).await
-            }
-            Some(condition) => self
-                .write_checked(table, &pk, &sk, |current| {
+        let table = table.to_owned();
+        self.db
+            .write(move |conn| match condition {
+                None => store(conn, &table, &pk, &sk, &item),
+                Some(condition) => write_checked(conn, &table, &pk, &sk, |current| {
                     check(Some(&condition), current)?;
-                    Ok(item.clone())
+                    Ok(item)
                 })
-                .await
                 .map(drop),
-        }
+            })
+            .await
     }
 
     async fn get(&self, table: &str, key: &Key) -> Result<Option<Item>, TableError> {
-        let spec = self.spec(table).await?;
+        let spec = self.spec(table)?;
         let (pk, sk) = lookup_key(&spec, key)?;
-        let mut conn = self.db.reader().acquire().await.map_err(backend)?;
-        Ok(load(&mut conn, table, &pk, &sk)
-            .await?
-            .map(|(item, _)| item))
+        self.db.read(|conn| load(conn, table, &pk, &sk))
     }
 
     async fn query(
@@ -347,48 +298,56 @@ impl Tables for SqliteTables {
         partition: &str,
         options: &QueryOptions,
     ) -> Result<Page, TableError> {
-        self.spec(table).await?;
+        self.spec(table)?;
         let limit = options.limit.clamp(1, MAX_PAGE);
         let after = options.cursor.as_deref().map(decode_cursor).transpose()?;
         let mut sql = String::from("SELECT sk, doc FROM items WHERE tbl = ? AND pk = ?");
-        if after.is_some() {
+        let mut args: Vec<SqlValue> = vec![table.to_owned().into(), partition.to_owned().into()];
+        if let Some(after) = after {
             sql.push_str(if options.descending {
                 " AND sk < ?"
             } else {
                 " AND sk > ?"
             });
+            args.push(after.into());
         }
-        if options.sort_prefix.is_some() {
+        if let Some(prefix) = &options.sort_prefix {
             // substr counts characters, so the prefix is measured in characters too.
             sql.push_str(" AND substr(sk, 1, ?) = ?");
+            args.push(
+                i64::try_from(prefix.chars().count())
+                    .unwrap_or(i64::MAX)
+                    .into(),
+            );
+            args.push(prefix.clone().into());
         }
         sql.push_str(if options.descending {
             " ORDER BY sk DESC LIMIT ?"
         } else {
             " ORDER BY sk LIMIT ?"
         });
-        let mut q = sqlx::query(&sql).bind(table).bind(partition);
-        if let Some(after) = &after {
-            q = q.bind(after);
-        }
-        if let Some(prefix) = &options.sort_prefix {
-            q = q
-                .bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
-                .bind(prefix);
-        }
         // One more than a page tells whether another page follows.
-        let rows = q
-            .bind(i64::try_from(limit + 1).unwrap_or(i64::MAX))
-            .fetch_all(self.db.reader())
-            .await
-            .map_err(backend)?;
-        let more = rows.len() > limit;
-        let mut items = Vec::with_capacity(limit.min(rows.len()));
-        let mut last = None;
-        for row in rows.into_iter().take(limit) {
-            last = Some(row.get::<String, _>(0));
-            items.push(decode(row.get::<&str, _>(1))?);
-        }
+        args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
+        let (items, last, more) = self.db.read(|conn| {
+            let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+            let mut rows = stmt.query(params_from_iter(args)).map_err(backend)?;
+            let mut items = Vec::new();
+            let mut last = None;
+            let mut more = false;
+            while let Some(row) = rows.next().map_err(backend)? {
+                if items.len() == limit {
+                    more = true;
+                    break;
+                }
+                last = Some(row.get::<_, String>(0).map_err(backend)?);
+                let doc = row.get_ref(1).map_err(backend)?;
+                let doc = doc
+                    .as_str()
+                    .map_err(|e| TableError::Backend(format!("stored item: {e}")))?;
+                items.push(decode(doc)?);
+            }
+            Ok::<_, TableError>((items, last, more))
+        })?;
         Ok(Page {
             items,
             next: if more {
@@ -406,42 +365,48 @@ impl Tables for SqliteTables {
         set: Item,
         condition: Option<Condition>,
     ) -> Result<Item, TableError> {
-        let spec = self.spec(table).await?;
+        let spec = self.spec(table)?;
         let (pk, sk) = lookup_key(&spec, key)?;
-        self.write_checked(table, &pk, &sk, |current| {
-            check(condition.as_ref(), current)?;
-            let mut item = current.cloned().unwrap_or_else(|| {
-                let mut fresh = Item::new();
-                fresh.insert(spec.partition_key.clone(), Value::String(pk.clone()));
-                if let Some(name) = &spec.sort_key {
-                    fresh.insert(name.clone(), Value::String(sk.clone()));
-                }
-                fresh
-            });
-            for (name, value) in &set {
-                item.insert(name.clone(), value.clone());
-            }
-            if item_key(&spec, &item)? != (pk.clone(), sk.clone()) {
-                return Err(TableError::InvalidItem(
-                    "an update cannot change the item's key".into(),
-                ));
-            }
-            Ok(item)
-        })
-        .await
+        let table = table.to_owned();
+        self.db
+            .write(move |conn| {
+                write_checked(conn, &table, &pk, &sk, |current| {
+                    check(condition.as_ref(), current)?;
+                    let mut item = current.cloned().unwrap_or_else(|| {
+                        let mut fresh = Item::new();
+                        fresh.insert(spec.partition_key.clone(), Value::String(pk.clone()));
+                        if let Some(name) = &spec.sort_key {
+                            fresh.insert(name.clone(), Value::String(sk.clone()));
+                        }
+                        fresh
+                    });
+                    for (name, value) in set {
+                        item.insert(name, value);
+                    }
+                    if item_key(&spec, &item)? != (pk.clone(), sk.clone()) {
+                        return Err(TableError::InvalidItem(
+                            "an update cannot change the item's key".into(),
+                        ));
+                    }
+                    Ok(item)
+                })
+            })
+            .await
     }
 
     async fn delete(&self, table: &str, key: &Key) -> Result<(), TableError> {
-        let spec = self.spec(table).await?;
+        let spec = self.spec(table)?;
         let (pk, sk) = lookup_key(&spec, key)?;
-        sqlx::query("DELETE FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
-            .bind(table)
-            .bind(pk)
-            .bind(sk)
-            .execute(&mut *self.db.writer().await)
+        let table = table.to_owned();
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached("DELETE FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
+                    .map_err(backend)?
+                    .execute(params![table, pk, sk])
+                    .map_err(backend)?;
+                Ok(())
+            })
             .await
-            .map_err(backend)?;
-        Ok(())
     }
 
     async fn transact_put(&self, puts: Vec<TransactPut>) -> Result<(), TableError> {
@@ -453,7 +418,7 @@ impl Tables for SqliteTables {
         let mut keyed = Vec::with_capacity(puts.len());
         let mut seen = HashSet::new();
         for put in &puts {
-            let spec = self.spec(&put.table).await?;
+            let spec = self.spec(&put.table)?;
             let (pk, sk) = item_key(&spec, &put.item)?;
             // DynamoDB refuses two writes to one item in a transaction; so does this.
             if !seen.insert((put.table.clone(), pk.clone(), sk.clone())) {
@@ -463,20 +428,22 @@ impl Tables for SqliteTables {
             }
             keyed.push((pk, sk));
         }
-        let mut writer = self.db.writer().await;
-        let mut tx = begin_immediate(&mut writer).await.map_err(backend)?;
-        for (i, (put, (pk, sk))) in puts.iter().zip(&keyed).enumerate() {
-            if let Some(condition) = &put.condition {
-                let current = load(&mut tx, &put.table, pk, sk).await?;
-                if !condition.eval(current.as_ref().map(|(item, _)| item)) {
-                    return Err(TableError::TransactionConditionFailed(i));
+        self.db
+            .write(move |conn| {
+                for (i, (put, (pk, sk))) in puts.iter().zip(&keyed).enumerate() {
+                    if let Some(condition) = &put.condition {
+                        let current = load(conn, &put.table, pk, sk)?;
+                        if !condition.eval(current.as_ref()) {
+                            return Err(TableError::TransactionConditionFailed(i));
+                        }
+                    }
                 }
-            }
-        }
-        for (put, (pk, sk)) in puts.iter().zip(&keyed) {
-            store(&mut tx, &put.table, pk, sk, &put.item).await?;
-        }
-        tx.commit().await.map_err(backend)
+                for (put, (pk, sk)) in puts.iter().zip(&keyed) {
+                    store(conn, &put.table, pk, sk, &put.item)?;
+                }
+                Ok(())
+            })
+            .await
     }
 }
 

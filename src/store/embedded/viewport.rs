@@ -10,10 +10,10 @@ use std::path::Path;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
+use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::db::{begin_immediate, classify, Db, ErrorClass};
+use super::db::{Db, DbError, ErrorClass};
 use crate::model::PostMeta;
 use crate::store::viewport::{
     term_slug, ImageUidRow, NewPost, PostRow, PublishedPost, ViewPort, ViewPortError, WpUser,
@@ -128,11 +128,17 @@ pub struct SqliteViewPort {
     db: Db,
 }
 
-fn backend(e: sqlx::Error) -> ViewPortError {
-    match classify(&e) {
-        ErrorClass::Unavailable => ViewPortError::Unavailable(e.to_string()),
-        _ => ViewPortError::Backend(e.to_string()),
+impl From<DbError> for ViewPortError {
+    fn from(e: DbError) -> Self {
+        match e.class {
+            ErrorClass::Unavailable => ViewPortError::Unavailable(e.message),
+            _ => ViewPortError::Backend(e.message),
+        }
     }
+}
+
+fn backend(e: rusqlite::Error) -> ViewPortError {
+    DbError::from(e).into()
 }
 
 fn id(v: i64) -> u64 {
@@ -144,8 +150,10 @@ fn sql_id(v: u64) -> Result<i64, ViewPortError> {
 }
 
 /// The wished slug, or the first of `slug-2`, `slug-3`… no post has.
-async fn unique_slug(conn: &mut SqliteConnection, wished: &str) -> Result<String, ViewPortError> {
+fn unique_slug(conn: &Connection, wished: &str) -> Result<String, DbError> {
     let base = if wished.is_empty() { "post" } else { wished };
+    let mut stmt =
+        conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM wp_posts WHERE post_name = ?)")?;
     let mut n = 1u64;
     loop {
         let candidate = if n == 1 {
@@ -153,12 +161,7 @@ async fn unique_slug(conn: &mut SqliteConnection, wished: &str) -> Result<String
         } else {
             format!("{base}-{n}")
         };
-        let taken: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM wp_posts WHERE post_name = ?)")
-                .bind(&candidate)
-                .fetch_one(&mut *conn)
-                .await
-                .map_err(backend)?;
+        let taken: bool = stmt.query_row([&candidate], |r| r.get(0))?;
         if !taken {
             return Ok(candidate);
         }
@@ -167,64 +170,182 @@ async fn unique_slug(conn: &mut SqliteConnection, wished: &str) -> Result<String
 }
 
 /// The category's `term_taxonomy_id`, creating the term and its taxonomy row if missing.
-async fn category_id(conn: &mut SqliteConnection, name: &str) -> Result<i64, ViewPortError> {
-    let found: Option<i64> = sqlx::query_scalar(
-        "SELECT tt.term_taxonomy_id FROM wp_terms t
-         JOIN wp_term_taxonomy tt ON tt.term_id = t.term_id AND tt.taxonomy = 'category'
-         WHERE t.name = ? ORDER BY tt.term_taxonomy_id LIMIT 1",
-    )
-    .bind(name)
-    .fetch_optional(&mut *conn)
-    .await
-    .map_err(backend)?;
+fn category_id(conn: &Connection, name: &str) -> Result<i64, DbError> {
+    let found: Option<i64> = conn
+        .prepare_cached(
+            "SELECT tt.term_taxonomy_id FROM wp_terms t
+             JOIN wp_term_taxonomy tt ON tt.term_id = t.term_id AND tt.taxonomy = 'category'
+             WHERE t.name = ? ORDER BY tt.term_taxonomy_id LIMIT 1",
+        )?
+        .query_row([name], |r| r.get(0))
+        .optional()?;
     if let Some(id) = found {
         return Ok(id);
     }
-    let term_id: i64 =
-        sqlx::query_scalar("INSERT INTO wp_terms (name, slug) VALUES (?, ?) RETURNING term_id")
-            .bind(name)
-            .bind(term_slug(name))
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(backend)?;
-    sqlx::query_scalar(
-        "INSERT INTO wp_term_taxonomy (term_id, taxonomy, description, parent, count)
-         VALUES (?, 'category', '', 0, 0) RETURNING term_taxonomy_id",
+    let term_id: i64 = conn
+        .prepare_cached("INSERT INTO wp_terms (name, slug) VALUES (?, ?) RETURNING term_id")?
+        .query_row(params![name, term_slug(name)], |r| r.get(0))?;
+    Ok(conn
+        .prepare_cached(
+            "INSERT INTO wp_term_taxonomy (term_id, taxonomy, description, parent, count)
+             VALUES (?, 'category', '', 0, 0) RETURNING term_taxonomy_id",
+        )?
+        .query_row([term_id], |r| r.get(0))?)
+}
+
+/// What an earlier publish of this job produced.
+fn published(conn: &Connection, job_id: &str) -> Result<PublishedPost, ViewPortError> {
+    conn.prepare_cached(
+        "SELECT j.post_id, j.image_guid, p.post_name, p.guid
+         FROM k8or_publish_job j JOIN wp_posts p ON p.ID = j.post_id
+         WHERE j.job_id = ?",
     )
-    .bind(term_id)
-    .fetch_one(&mut *conn)
-    .await
-    .map_err(backend)
+    .map_err(backend)?
+    .query_row([job_id], |r| {
+        Ok(PublishedPost {
+            post_id: id(r.get(0)?),
+            guid: r.get(1)?,
+            post_name: r.get(2)?,
+            guid_url: r.get(3)?,
+            created: false,
+        })
+    })
+    .optional()
+    .map_err(backend)?
+    .ok_or_else(|| ViewPortError::Backend(format!("job {job_id} is recorded without its post")))
+}
+
+/// Publishes the post in the writer's transaction. Its first write claims the job's row;
+/// a job that has one already gets the post it published.
+fn publish_rows(
+    conn: &Connection,
+    post: &NewPost,
+    author: i64,
+) -> Result<PublishedPost, ViewPortError> {
+    let job_id = post.job_id.to_string();
+    let now = sql_datetime(Utc::now());
+    let claimed = conn
+        .prepare_cached("INSERT OR IGNORE INTO k8or_publish_job (job_id, created_at) VALUES (?, ?)")
+        .map_err(backend)?
+        .execute(params![job_id, now])
+        .map_err(backend)?
+        == 1;
+    if !claimed {
+        return published(conn, &job_id);
+    }
+    let slug = unique_slug(conn, &post.slug)?;
+    let pooled: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT id, image_guid FROM wp_image_guid
+             WHERE related_object_id IS NULL ORDER BY id LIMIT 1",
+        )
+        .map_err(backend)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(backend)?;
+    let guid = pooled
+        .as_ref()
+        .map_or_else(|| Uuid::new_v4().to_string(), |(_, g)| g.clone());
+    let guid_url = post
+        .guid_template
+        .replace(GUID_PLACEHOLDER, &guid)
+        .replace(POST_NAME_PLACEHOLDER, &slug);
+
+    let post_id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content,
+                post_title, post_excerpt, post_status, comment_status, ping_status, post_name,
+                post_modified, post_modified_gmt, guid, post_type)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ID",
+        )
+        .map_err(backend)?
+        .query_row(
+            params![
+                author,
+                post.date,
+                post.date_gmt,
+                post.content,
+                post.title,
+                post.excerpt,
+                post.status,
+                post.comment_status,
+                post.ping_status,
+                slug,
+                post.date,
+                post.date_gmt,
+                guid_url,
+                post.post_type,
+            ],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+
+    match &pooled {
+        Some((pool_id, _)) => conn
+            .prepare_cached(
+                "UPDATE wp_image_guid SET related_object_type = 'post', related_object_id = ?,
+                 updated_at = ? WHERE id = ?",
+            )
+            .map_err(backend)?
+            .execute(params![post_id, now, pool_id]),
+        None => conn
+            .prepare_cached(
+                "INSERT INTO wp_image_guid
+                 (related_object_id, updated_at, image_guid, related_object_type, created_at)
+                 VALUES (?, ?, ?, 'post', ?)",
+            )
+            .map_err(backend)?
+            .execute(params![post_id, now, guid, now]),
+    }
+    .map_err(backend)?;
+
+    let mut meta = conn
+        .prepare_cached("INSERT INTO wp_postmeta (post_id, meta_key, meta_value) VALUES (?, ?, ?)")
+        .map_err(backend)?;
+    for m in &post.meta {
+        meta.execute(params![
+            post_id,
+            m.meta_key,
+            m.meta_value.replace(POST_NAME_PLACEHOLDER, &slug)
+        ])
+        .map_err(backend)?;
+    }
+
+    if !post.category.trim().is_empty() {
+        let tt = category_id(conn, post.category.trim())?;
+        conn.prepare_cached(
+            "INSERT OR IGNORE INTO wp_term_relationships (object_id, term_taxonomy_id)
+             VALUES (?, ?)",
+        )
+        .map_err(backend)?
+        .execute(params![post_id, tt])
+        .map_err(backend)?;
+        conn.prepare_cached(
+            "UPDATE wp_term_taxonomy SET count = count + 1 WHERE term_taxonomy_id = ?",
+        )
+        .map_err(backend)?
+        .execute([tt])
+        .map_err(backend)?;
+    }
+
+    conn.prepare_cached("UPDATE k8or_publish_job SET post_id = ?, image_guid = ? WHERE job_id = ?")
+        .map_err(backend)?
+        .execute(params![post_id, guid, job_id])
+        .map_err(backend)?;
+    Ok(PublishedPost {
+        post_id: id(post_id),
+        post_name: slug,
+        guid,
+        guid_url,
+        created: true,
+    })
 }
 
 impl SqliteViewPort {
     /// Opens (creating if missing) the ViewPort file. Call `migrate` before use.
-    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+    pub async fn open(path: &Path) -> Result<Self, DbError> {
         Ok(Self {
             db: Db::open(path).await?,
-        })
-    }
-
-    /// What an earlier publish of this job produced.
-    async fn published(&self, job_id: &str) -> Result<PublishedPost, ViewPortError> {
-        let row = sqlx::query(
-            "SELECT j.post_id, j.image_guid, p.post_name, p.guid
-             FROM k8or_publish_job j JOIN wp_posts p ON p.ID = j.post_id
-             WHERE j.job_id = ?",
-        )
-        .bind(job_id)
-        .fetch_optional(self.db.reader())
-        .await
-        .map_err(backend)?
-        .ok_or_else(|| {
-            ViewPortError::Backend(format!("job {job_id} is recorded without its post"))
-        })?;
-        Ok(PublishedPost {
-            post_id: id(row.get(0)),
-            guid: row.get(1),
-            post_name: row.get(2),
-            guid_url: row.get(3),
-            created: false,
         })
     }
 }
@@ -232,313 +353,198 @@ impl SqliteViewPort {
 #[async_trait]
 impl ViewPort for SqliteViewPort {
     async fn migrate(&self) -> Result<(), ViewPortError> {
-        self.db.migrate(SCHEMA).await.map_err(backend)
+        Ok(self.db.migrate(SCHEMA).await?)
     }
 
     async fn users(&self) -> Result<Vec<WpUser>, ViewPortError> {
-        let rows = sqlx::query(
-            "SELECT ID, user_login, user_email, display_name FROM wp_users ORDER BY ID",
-        )
-        .fetch_all(self.db.reader())
-        .await
-        .map_err(backend)?;
-        Ok(rows
-            .iter()
-            .map(|r| WpUser {
-                id: id(r.get(0)),
-                user_login: r.get(1),
-                user_email: r.get(2),
-                display_name: r.get(3),
-            })
-            .collect())
+        Ok(self.db.read(|conn| -> Result<_, DbError> {
+            let mut stmt = conn.prepare_cached(
+                "SELECT ID, user_login, user_email, display_name FROM wp_users ORDER BY ID",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok(WpUser {
+                    id: id(r.get(0)?),
+                    user_login: r.get(1)?,
+                    user_email: r.get(2)?,
+                    display_name: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?)
     }
 
     async fn seed_users(&self, users: &[WpUser]) -> Result<u64, ViewPortError> {
         let now = sql_datetime(Utc::now());
-        let mut writer = self.db.writer().await;
-        let mut tx = begin_immediate(&mut writer).await.map_err(backend)?;
-        let mut inserted = 0;
-        for u in users {
-            inserted += sqlx::query(
-                "INSERT OR IGNORE INTO wp_users
-                 (ID, user_login, user_nicename, user_email, user_registered, display_name)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(sql_id(u.id)?)
-            .bind(&u.user_login)
-            .bind(&u.user_login)
-            .bind(&u.user_email)
-            .bind(&now)
-            .bind(&u.display_name)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?
-            .rows_affected();
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(inserted)
+        let users = users
+            .iter()
+            .map(|u| Ok((sql_id(u.id)?, u.clone())))
+            .collect::<Result<Vec<_>, ViewPortError>>()?;
+        Ok(self
+            .db
+            .write(move |conn| -> Result<u64, DbError> {
+                let mut stmt = conn.prepare_cached(
+                    "INSERT OR IGNORE INTO wp_users
+                     (ID, user_login, user_nicename, user_email, user_registered, display_name)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )?;
+                let mut inserted = 0;
+                for (user_id, u) in &users {
+                    inserted += stmt.execute(params![
+                        user_id,
+                        u.user_login,
+                        u.user_login,
+                        u.user_email,
+                        now,
+                        u.display_name
+                    ])? as u64;
+                }
+                Ok(inserted)
+            })
+            .await?)
     }
 
     async fn insert_image_uid(&self, uid: &str, metadata: &str) -> Result<(), ViewPortError> {
         let now = sql_datetime(Utc::now());
-        sqlx::query(
-            "INSERT INTO wp_image_uid (image_uid, image_metadata, created_at, updated_at)
-             VALUES (?, ?, ?, ?)",
-        )
-        .bind(uid)
-        .bind(metadata)
-        .bind(&now)
-        .bind(&now)
-        .execute(&mut *self.db.writer().await)
-        .await
-        .map_err(|e| match classify(&e) {
-            ErrorClass::Unique => ViewPortError::Duplicate(format!("image UID {uid}")),
-            _ => backend(e),
-        })?;
-        Ok(())
+        let (uid, metadata) = (uid.to_owned(), metadata.to_owned());
+        self.db
+            .write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO wp_image_uid (image_uid, image_metadata, created_at, updated_at)
+                     VALUES (?, ?, ?, ?)",
+                )
+                .and_then(|mut stmt| stmt.execute(params![uid, metadata, now, now]))
+                .map_err(|e| match super::db::classify(&e) {
+                    ErrorClass::Unique => ViewPortError::Duplicate(format!("image UID {uid}")),
+                    _ => backend(e),
+                })?;
+                Ok(())
+            })
+            .await
     }
 
     async fn image_uid(&self, uid: &str) -> Result<Option<ImageUidRow>, ViewPortError> {
-        let row = sqlx::query(
-            "SELECT id, image_uid, image_metadata FROM wp_image_uid WHERE image_uid = ?",
-        )
-        .bind(uid)
-        .fetch_optional(self.db.reader())
-        .await
-        .map_err(backend)?;
-        Ok(row.map(|r| ImageUidRow {
-            id: id(r.get(0)),
-            image_uid: r.get(1),
-            image_metadata: r.get(2),
-        }))
+        Ok(self.db.read(|conn| -> Result<_, DbError> {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, image_uid, image_metadata FROM wp_image_uid WHERE image_uid = ?",
+                )?
+                .query_row([uid], |r| {
+                    Ok(ImageUidRow {
+                        id: id(r.get(0)?),
+                        image_uid: r.get(1)?,
+                        image_metadata: r.get(2)?,
+                    })
+                })
+                .optional()?)
+        })?)
     }
 
     async fn seed_guid_pool(&self, guids: &[String]) -> Result<u64, ViewPortError> {
         let now = sql_datetime(Utc::now());
-        let mut writer = self.db.writer().await;
-        let mut tx = begin_immediate(&mut writer).await.map_err(backend)?;
-        let mut inserted = 0;
-        for chunk in guids.chunks(200) {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT OR IGNORE INTO wp_image_guid (image_guid, created_at) ");
-            q.push_values(chunk, |mut row, guid| {
-                row.push_bind(guid).push_bind(&now);
-            });
-            inserted += q
-                .build()
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?
-                .rows_affected();
-        }
-        tx.commit().await.map_err(backend)?;
-        Ok(inserted)
+        let guids = guids.to_vec();
+        Ok(self
+            .db
+            .write(move |conn| -> Result<u64, DbError> {
+                let mut stmt = conn.prepare_cached(
+                    "INSERT OR IGNORE INTO wp_image_guid (image_guid, created_at) VALUES (?, ?)",
+                )?;
+                let mut inserted = 0;
+                for guid in &guids {
+                    inserted += stmt.execute(params![guid, now])? as u64;
+                }
+                Ok(inserted)
+            })
+            .await?)
     }
 
     async fn free_guids(&self) -> Result<u64, ViewPortError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM wp_image_guid WHERE related_object_id IS NULL",
-        )
-        .fetch_one(self.db.reader())
-        .await
-        .map_err(backend)?;
+        let n: i64 = self.db.read(|conn| -> Result<_, DbError> {
+            Ok(conn.query_row(
+                "SELECT COUNT(*) FROM wp_image_guid WHERE related_object_id IS NULL",
+                [],
+                |r| r.get(0),
+            )?)
+        })?;
         Ok(id(n))
     }
 
     async fn publish(&self, post: &NewPost) -> Result<PublishedPost, ViewPortError> {
-        let job_id = post.job_id.to_string();
-        let now = sql_datetime(Utc::now());
-        let mut writer = self.db.writer().await;
-        let mut tx = begin_immediate(&mut writer).await.map_err(backend)?;
-        let claimed = sqlx::query(
-            "INSERT OR IGNORE INTO k8or_publish_job (job_id, created_at) VALUES (?, ?)",
-        )
-        .bind(&job_id)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?
-        .rows_affected()
-            == 1;
-        if !claimed {
-            drop(tx);
-            return self.published(&job_id).await;
-        }
-
-        let slug = unique_slug(&mut tx, &post.slug).await?;
-        let pooled: Option<(i64, String)> = sqlx::query_as(
-            "SELECT id, image_guid FROM wp_image_guid
-             WHERE related_object_id IS NULL ORDER BY id LIMIT 1",
-        )
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(backend)?;
-        let guid = pooled
-            .as_ref()
-            .map_or_else(|| Uuid::new_v4().to_string(), |(_, g)| g.clone());
-        let guid_url = post
-            .guid_template
-            .replace(GUID_PLACEHOLDER, &guid)
-            .replace(POST_NAME_PLACEHOLDER, &slug);
-
-        let post_id: i64 = sqlx::query_scalar(
-            "INSERT INTO wp_posts (post_author, post_date, post_date_gmt, post_content,
-                post_title, post_excerpt, post_status, comment_status, ping_status, post_name,
-                post_modified, post_modified_gmt, guid, post_type)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ID",
-        )
-        .bind(sql_id(post.author)?)
-        .bind(&post.date)
-        .bind(&post.date_gmt)
-        .bind(&post.content)
-        .bind(&post.title)
-        .bind(&post.excerpt)
-        .bind(&post.status)
-        .bind(&post.comment_status)
-        .bind(&post.ping_status)
-        .bind(&slug)
-        .bind(&post.date)
-        .bind(&post.date_gmt)
-        .bind(&guid_url)
-        .bind(&post.post_type)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-
-        match &pooled {
-            Some((pool_id, _)) => sqlx::query(
-                "UPDATE wp_image_guid SET related_object_type = 'post', related_object_id = ?,
-                 updated_at = ? WHERE id = ?",
-            )
-            .bind(post_id)
-            .bind(&now)
-            .bind(pool_id),
-            None => sqlx::query(
-                "INSERT INTO wp_image_guid
-                 (related_object_id, updated_at, image_guid, related_object_type, created_at)
-                 VALUES (?, ?, ?, 'post', ?)",
-            )
-            .bind(post_id)
-            .bind(&now)
-            .bind(&guid)
-            .bind(&now),
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
-
-        if !post.meta.is_empty() {
-            let mut q: QueryBuilder<Sqlite> =
-                QueryBuilder::new("INSERT INTO wp_postmeta (post_id, meta_key, meta_value) ");
-            q.push_values(&post.meta, |mut row, m| {
-                row.push_bind(post_id)
-                    .push_bind(m.meta_key.clone())
-                    .push_bind(m.meta_value.replace(POST_NAME_PLACEHOLDER, &slug));
-            });
-            q.build().execute(&mut *tx).await.map_err(backend)?;
-        }
-
-        if !post.category.trim().is_empty() {
-            let tt = category_id(&mut tx, post.category.trim()).await?;
-            sqlx::query(
-                "INSERT OR IGNORE INTO wp_term_relationships (object_id, term_taxonomy_id)
-                 VALUES (?, ?)",
-            )
-            .bind(post_id)
-            .bind(tt)
-            .execute(&mut *tx)
+        let author = sql_id(post.author)?;
+        let post = post.clone();
+        self.db
+            .write(move |conn| publish_rows(conn, &post, author))
             .await
-            .map_err(backend)?;
-            sqlx::query("UPDATE wp_term_taxonomy SET count = count + 1 WHERE term_taxonomy_id = ?")
-                .bind(tt)
-                .execute(&mut *tx)
-                .await
-                .map_err(backend)?;
-        }
-
-        sqlx::query("UPDATE k8or_publish_job SET post_id = ?, image_guid = ? WHERE job_id = ?")
-            .bind(post_id)
-            .bind(&guid)
-            .bind(&job_id)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        tx.commit().await.map_err(backend)?;
-        Ok(PublishedPost {
-            post_id: id(post_id),
-            post_name: slug,
-            guid,
-            guid_url,
-            created: true,
-        })
     }
 
     async fn post(&self, post_id: u64) -> Result<Option<PostRow>, ViewPortError> {
-        let row = sqlx::query(
-            "SELECT ID, post_author, post_title, post_content, post_excerpt, post_status,
-                post_name, post_type, guid
-             FROM wp_posts WHERE ID = ?",
-        )
-        .bind(sql_id(post_id)?)
-        .fetch_optional(self.db.reader())
-        .await
-        .map_err(backend)?;
-        Ok(row.map(|r| PostRow {
-            id: id(r.get(0)),
-            post_author: id(r.get(1)),
-            post_title: r.get(2),
-            post_content: r.get(3),
-            post_excerpt: r.get(4),
-            post_status: r.get(5),
-            post_name: r.get(6),
-            post_type: r.get(7),
-            guid: r.get(8),
-        }))
+        let post_id = sql_id(post_id)?;
+        Ok(self.db.read(|conn| -> Result<_, DbError> {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT ID, post_author, post_title, post_content, post_excerpt, post_status,
+                        post_name, post_type, guid
+                     FROM wp_posts WHERE ID = ?",
+                )?
+                .query_row([post_id], |r| {
+                    Ok(PostRow {
+                        id: id(r.get(0)?),
+                        post_author: id(r.get(1)?),
+                        post_title: r.get(2)?,
+                        post_content: r.get(3)?,
+                        post_excerpt: r.get(4)?,
+                        post_status: r.get(5)?,
+                        post_name: r.get(6)?,
+                        post_type: r.get(7)?,
+                        guid: r.get(8)?,
+                    })
+                })
+                .optional()?)
+        })?)
     }
 
     async fn post_for_job(&self, job_id: Uuid) -> Result<Option<u64>, ViewPortError> {
-        let post: Option<Option<i64>> =
-            sqlx::query_scalar("SELECT post_id FROM k8or_publish_job WHERE job_id = ?")
-                .bind(job_id.to_string())
-                .fetch_optional(self.db.reader())
-                .await
-                .map_err(backend)?;
+        let post: Option<Option<i64>> = self.db.read(|conn| -> Result<_, DbError> {
+            Ok(conn
+                .prepare_cached("SELECT post_id FROM k8or_publish_job WHERE job_id = ?")?
+                .query_row([job_id.to_string()], |r| r.get(0))
+                .optional()?)
+        })?;
         Ok(post.flatten().map(id))
     }
 
     async fn post_meta(&self, post_id: u64) -> Result<Vec<PostMeta>, ViewPortError> {
-        let rows: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
-            "SELECT meta_key, meta_value FROM wp_postmeta WHERE post_id = ? ORDER BY meta_id",
-        )
-        .bind(sql_id(post_id)?)
-        .fetch_all(self.db.reader())
-        .await
-        .map_err(backend)?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, v)| PostMeta::new(k.unwrap_or_default(), v.unwrap_or_default()))
-            .collect())
+        let post_id = sql_id(post_id)?;
+        Ok(self.db.read(|conn| -> Result<_, DbError> {
+            let mut stmt = conn.prepare_cached(
+                "SELECT meta_key, meta_value FROM wp_postmeta WHERE post_id = ? ORDER BY meta_id",
+            )?;
+            let rows = stmt.query_map([post_id], |r| {
+                let (k, v): (Option<String>, Option<String>) = (r.get(0)?, r.get(1)?);
+                Ok(PostMeta::new(k.unwrap_or_default(), v.unwrap_or_default()))
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })?)
     }
 
     async fn post_categories(&self, post_id: u64) -> Result<Vec<String>, ViewPortError> {
-        sqlx::query_scalar(
-            "SELECT t.name FROM wp_term_relationships r
-             JOIN wp_term_taxonomy tt ON tt.term_taxonomy_id = r.term_taxonomy_id
-             JOIN wp_terms t ON t.term_id = tt.term_id
-             WHERE r.object_id = ? AND tt.taxonomy = 'category'
-             ORDER BY t.name",
-        )
-        .bind(sql_id(post_id)?)
-        .fetch_all(self.db.reader())
-        .await
-        .map_err(backend)
+        let post_id = sql_id(post_id)?;
+        Ok(self.db.read(|conn| -> Result<_, DbError> {
+            let mut stmt = conn.prepare_cached(
+                "SELECT t.name FROM wp_term_relationships r
+                 JOIN wp_term_taxonomy tt ON tt.term_taxonomy_id = r.term_taxonomy_id
+                 JOIN wp_terms t ON t.term_id = tt.term_id
+                 WHERE r.object_id = ? AND tt.taxonomy = 'category'
+                 ORDER BY t.name",
+            )?;
+            let rows = stmt.query_map([post_id], |r| r.get(0))?;
+            Ok(rows.collect::<Result<Vec<String>, _>>()?)
+        })?)
     }
 
     async fn ping(&self) -> Result<(), ViewPortError> {
-        sqlx::query("SELECT 1")
-            .execute(self.db.reader())
-            .await
-            .map_err(backend)?;
-        Ok(())
+        Ok(self.db.read(|conn| -> Result<(), DbError> {
+            conn.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })?)
     }
 }
