@@ -265,6 +265,15 @@ pub struct StoredImage {
     pub file_name: Option<String>,
 }
 
+impl StoredImage {
+    /// The upload's key in the temporary bucket. It names the job, not the UID: the UID may
+    /// not exist yet, and two submissions of one version must not share an object. No
+    /// folder of its own: the folder backend would make and remove one per upload.
+    pub fn temp_key_for(job_id: Uuid) -> String {
+        format!("uploads/{job_id}")
+    }
+}
+
 /// The job record: one item per job in the job-status table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -42,11 +42,9 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// The image's key in the temporary bucket. It names the job, not the UID: the UID may
-    /// not exist yet, and two submissions of one version must not share an object. No
-    /// folder of its own: the folder backend would make and remove one per upload.
+    /// The image's key in the temporary bucket.
     pub fn temp_key(&self) -> String {
-        format!("uploads/{}", self.job_id)
+        StoredImage::temp_key_for(self.job_id)
     }
 }
 

@@ -102,7 +102,7 @@ pub async fn submit(
         .username
         .clone()
         .context("request has a user")?;
-    let temp_key = format!("uploads/{job_id}/image");
+    let temp_key = StoredImage::temp_key_for(job_id);
     let receipt = put_checked(
         ctx.stores.blobs.as_ref(),
         &ctx.settings.buckets.temporary,

@@ -135,7 +135,7 @@ pub async fn submit(
         .username
         .clone()
         .expect("request has a user");
-    let temp_key = format!("uploads/{job_id}");
+    let temp_key = StoredImage::temp_key_for(job_id);
     let receipt = put_checked(
         ctx.stores.blobs.as_ref(),
         &ctx.settings.buckets.temporary,
