@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
         eprint!("{}", report::table(&got));
         rows.extend(got);
     }
+    k8or_bench::support::remove_folders();
     println!("{}", report::table(&rows));
     Ok(())
 }

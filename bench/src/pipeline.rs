@@ -38,7 +38,7 @@ async fn check_published(ctx: &Context, ids: &[Uuid]) -> anyhow::Result<Vec<k8or
 
 pub async fn throughput(scale: Scale) -> anyhow::Result<Vec<Row>> {
     let n = scale.pipeline_jobs;
-    let (_dir, ctx) = support::context(|_| {}).await?;
+    let ctx = support::context(|_| {}).await?;
     let png = support::noise_png(PNG_BYTES);
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
@@ -84,7 +84,7 @@ fn cpu_time() -> Option<Duration> {
 /// share one bound (the CPU, or a single writer), which these rows locate.
 pub async fn stages(scale: Scale) -> anyhow::Result<Vec<Row>> {
     let n = scale.pipeline_jobs;
-    let (_dir, ctx) = support::context(|_| {}).await?;
+    let ctx = support::context(|_| {}).await?;
     let png = support::noise_png(PNG_BYTES);
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
@@ -119,7 +119,7 @@ pub async fn stages(scale: Scale) -> anyhow::Result<Vec<Row>> {
 }
 
 pub async fn latency(scale: Scale) -> anyhow::Result<Vec<Row>> {
-    let (_dir, ctx) = support::context(|_| {}).await?;
+    let ctx = support::context(|_| {}).await?;
     let png = support::noise_png(PNG_BYTES);
     let stop = CancellationToken::new();
     let workers = tokio::spawn(k8or_workers::run(

@@ -70,7 +70,7 @@ pub async fn run(scale: Scale) -> anyhow::Result<Vec<Row>> {
 
 /// Enqueues `n` no-op messages, then drains them; returns both rates.
 async fn burn_down(n: usize) -> anyhow::Result<(f64, f64)> {
-    let (_dir, ctx) = support::context(|_| {}).await?;
+    let ctx = support::context(|_| {}).await?;
     let cfg = ctx.settings.stages.get(Stage::Validate).clone();
     let started = Instant::now();
     let mut sent = 0;
@@ -165,7 +165,7 @@ impl StageHandler for NoOp {
 /// last stage, so nothing is forwarded): every message costs the runner's job reads and
 /// writes.
 async fn runner_no_op(n: usize) -> anyhow::Result<f64> {
-    let (_dir, ctx) = support::context(|s| {
+    let ctx = support::context(|s| {
         let c = s.stages.get_mut(Stage::Publish);
         c.wait_time_secs = 1;
     })

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -17,11 +19,30 @@ use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
 
-/// A provisioned embedded backend in a fresh temporary folder.
-pub async fn context(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<(TempDir, Context)> {
+/// The temporary folders of this run, removed when it ends ([`remove_folders`]), not when
+/// each benchmark ends: on ext4 without a journal (this machine's disk), every new file's
+/// inode allocation scans past the inodes freed in the last few minutes, so a benchmark run
+/// right after another's cleanup of thousands of files would measure that cleanup.
+static FOLDERS: Mutex<Vec<TempDir>> = Mutex::new(Vec::new());
+
+/// A fresh temporary folder, kept until [`remove_folders`].
+pub fn folder() -> anyhow::Result<PathBuf> {
     let dir = tempfile::tempdir().context("temp dir")?;
+    let path = dir.path().to_owned();
+    FOLDERS.lock().expect("bench folders lock").push(dir);
+    Ok(path)
+}
+
+/// Removes the run's temporary folders.
+pub fn remove_folders() {
+    FOLDERS.lock().expect("bench folders lock").clear();
+}
+
+/// A provisioned embedded backend in a fresh temporary folder.
+pub async fn context(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<Context> {
+    let dir = folder()?;
     let mut settings = Settings {
-        data_dir: dir.path().to_owned(),
+        data_dir: dir,
         ..Settings::default()
     };
     tweak(&mut settings);
@@ -30,7 +51,7 @@ pub async fn context(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<(TempD
     k8or::store::provision(&stores, &settings)
         .await
         .context("provision")?;
-    Ok((dir, Context::new(settings, stores)))
+    Ok(Context::new(settings, stores))
 }
 
 /// The seed's example upload (4.1 / 6.1), as JSON, without an image UID.

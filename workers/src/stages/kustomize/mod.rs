@@ -139,17 +139,18 @@ impl StageHandler for Kustomize {
         };
         let bucket = &settings.buckets.app_image;
         if written {
-            for (name, text) in &files {
-                ctx.stores
-                    .blobs
-                    .put(
-                        bucket,
-                        &format!("{prefix}/{name}"),
-                        bytes_body(text.clone()),
-                        Some("application/yaml"),
-                    )
-                    .await?;
-            }
+            // Side by side: each put waits on its own sync, and those overlap.
+            let puts = files.iter().map(|(name, text)| {
+                let key = format!("{prefix}/{name}");
+                let body = bytes_body(text.clone());
+                async move {
+                    ctx.stores
+                        .blobs
+                        .put(bucket, &key, body, Some("application/yaml"))
+                        .await
+                }
+            });
+            futures::future::try_join_all(puts).await?;
         } else {
             info!(%prefix, "a newer job's kustomization holds this version; left it");
         }
