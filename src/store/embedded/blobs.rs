@@ -650,28 +650,40 @@ impl Blobs for FolderBlobs {
             let (inner, bucket, key) = (self.inner.clone(), bucket.clone(), key.clone());
             blocking(move || inner.start_upload(&bucket, &key, &chunks)).await?
         };
+        // Each batch is written while the next one arrives (and is hashed on its way, by a
+        // metered body): the disk and the network overlap instead of taking turns.
+        let mut pending: Vec<Bytes> = Vec::new();
         loop {
             let mut batch = Vec::new();
-            let ended = match gather(&mut body, &mut batch, WRITE_BATCH).await {
-                Ok(ended) => ended,
+            let to_write = std::mem::take(&mut pending);
+            let (gathered, written) = tokio::join!(
+                gather(&mut body, &mut batch, WRITE_BATCH),
+                blocking(move || {
+                    let mut upload = upload;
+                    upload.write(&to_write)?;
+                    Ok(upload)
+                }),
+            );
+            let written = written?;
+            match gathered {
+                Ok(ended) => {
+                    upload = written;
+                    pending = batch;
+                    if ended {
+                        break;
+                    }
+                }
                 Err(e) => {
                     // The temporary file goes with the upload, off the runtime's threads.
-                    let _ = tokio::task::spawn_blocking(move || drop(upload)).await;
+                    let _ = tokio::task::spawn_blocking(move || drop(written)).await;
                     return Err(e);
                 }
-            };
-            upload = blocking(move || {
-                let mut upload = upload;
-                upload.write(&batch)?;
-                Ok(upload)
-            })
-            .await?;
-            if ended {
-                break;
             }
         }
         let inner = self.inner.clone();
         blocking(move || {
+            let mut upload = upload;
+            upload.write(&pending)?;
             let Upload {
                 temp,
                 file,
