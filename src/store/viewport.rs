@@ -73,6 +73,18 @@ pub struct NewPost {
     pub meta: Vec<PostMeta>,
 }
 
+impl NewPost {
+    /// The post's GUID (the pooled one if any, else a fresh UUID) and its GUID URL.
+    pub fn guid_for(&self, pooled: Option<&str>, slug: &str) -> (String, String) {
+        let guid = pooled.map_or_else(|| Uuid::new_v4().to_string(), str::to_owned);
+        let url = self
+            .guid_template
+            .replace(GUID_PLACEHOLDER, &guid)
+            .replace(POST_NAME_PLACEHOLDER, slug);
+        (guid, url)
+    }
+}
+
 /// What a publish produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedPost {

@@ -586,6 +586,20 @@ impl FolderBlobs {
         Self::open_as(root, true).await
     }
 
+    /// Runs an operation on two objects (`[src_bucket, src_key, dst_bucket, dst_key]`),
+    /// both keys checked, off the runtime's threads.
+    async fn between(
+        &self,
+        names: [&str; 4],
+        op: fn(&Inner, &str, &str, &str, &str) -> Result<(), BlobError>,
+    ) -> Result<(), BlobError> {
+        check_key(names[1])?;
+        check_key(names[3])?;
+        let inner = self.inner.clone();
+        let [sb, sk, db, dk] = names.map(str::to_owned);
+        blocking(move || op(&inner, &sb, &sk, &db, &dk)).await
+    }
+
     /// Whether new objects carry their content type in an extended attribute.
     pub fn uses_xattrs(&self) -> bool {
         self.inner.write_xattrs
@@ -722,12 +736,8 @@ impl Blobs for FolderBlobs {
         dst_bucket: &str,
         dst_key: &str,
     ) -> Result<(), BlobError> {
-        check_key(src_key)?;
-        check_key(dst_key)?;
-        let inner = self.inner.clone();
-        let (sb, sk) = (src_bucket.to_owned(), src_key.to_owned());
-        let (db, dk) = (dst_bucket.to_owned(), dst_key.to_owned());
-        blocking(move || inner.copy(&sb, &sk, &db, &dk)).await
+        self.between([src_bucket, src_key, dst_bucket, dst_key], Inner::copy)
+            .await
     }
 
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
@@ -743,12 +753,8 @@ impl Blobs for FolderBlobs {
         dst_bucket: &str,
         dst_key: &str,
     ) -> Result<(), BlobError> {
-        check_key(src_key)?;
-        check_key(dst_key)?;
-        let inner = self.inner.clone();
-        let (sb, sk) = (src_bucket.to_owned(), src_key.to_owned());
-        let (db, dk) = (dst_bucket.to_owned(), dst_key.to_owned());
-        blocking(move || inner.rename(&sb, &sk, &db, &dk)).await
+        self.between([src_bucket, src_key, dst_bucket, dst_key], Inner::rename)
+            .await
     }
 }
 

@@ -467,7 +467,7 @@ mod tests {
             tokio::spawn(async move {
                 db.write(|conn| -> Result<(), DbError> {
                     conn.execute("INSERT INTO t VALUES ('undone')", [])?;
-                    conn.execute("INSERT INTO t VALUES ('a')", [])?;
+                    conn.execute("INSERT INTO t VALUES ('undone')", [])?;
                     Ok(())
                 })
                 .await

@@ -17,7 +17,7 @@ use super::db::{Db, DbError, ErrorClass};
 use crate::model::PostMeta;
 use crate::store::viewport::{
     term_slug, ImageUidRow, NewPost, PostRow, PublishedPost, ViewPort, ViewPortError, WpUser,
-    GUID_PLACEHOLDER, POST_NAME_PLACEHOLDER,
+    POST_NAME_PLACEHOLDER,
 };
 use crate::time::sql_datetime;
 
@@ -243,13 +243,7 @@ fn publish_rows(
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(backend)?;
-    let guid = pooled
-        .as_ref()
-        .map_or_else(|| Uuid::new_v4().to_string(), |(_, g)| g.clone());
-    let guid_url = post
-        .guid_template
-        .replace(GUID_PLACEHOLDER, &guid)
-        .replace(POST_NAME_PLACEHOLDER, &slug);
+    let (guid, guid_url) = post.guid_for(pooled.as_ref().map(|(_, g)| g.as_str()), &slug);
 
     let post_id: i64 = conn
         .prepare_cached(

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::{code, error, error_number, MysqlViewPort};
 use crate::store::viewport::{
-    term_slug, NewPost, PublishedPost, ViewPortError, GUID_PLACEHOLDER, POST_NAME_PLACEHOLDER,
+    term_slug, NewPost, PublishedPost, ViewPortError, POST_NAME_PLACEHOLDER,
 };
 
 /// How often a publish that lost a deadlock runs again before the stage's own retry.
@@ -160,13 +160,7 @@ impl MysqlViewPort {
         }
         let slug = claim_slug(&mut tx, &job_id, &post.slug).await?;
         let pooled = take_guid(&mut tx).await?;
-        let guid = pooled
-            .as_ref()
-            .map_or_else(|| Uuid::new_v4().to_string(), |(_, g)| g.clone());
-        let guid_url = post
-            .guid_template
-            .replace(GUID_PLACEHOLDER, &guid)
-            .replace(POST_NAME_PLACEHOLDER, &slug);
+        let (guid, guid_url) = post.guid_for(pooled.as_ref().map(|(_, g)| g.as_str()), &slug);
         let post_id = insert_post(&mut tx, post, &slug, &guid_url).await?;
 
         match &pooled {
