@@ -4,9 +4,10 @@
 //! hand it a closure and await the answer. Whatever is waiting when the thread comes round
 //! goes into one `BEGIN IMMEDIATE` transaction, each closure in a savepoint of its own: a
 //! closure that fails undoes only its own changes, and every caller hears its answer only
-//! after the commit, so an `Ok` is always durable as far as WAL with `synchronous=NORMAL`
-//! goes, and a failed commit fails everyone in it. Many concurrent writes cost one commit
-//! (group commit), and no write waits on an async lock or a pool.
+//! after the commit, so an `Ok` survives the process crashing (with `synchronous=NORMAL` a
+//! power loss may still take the last commits), and a failed commit fails everyone in it.
+//! Many concurrent writes cost one commit (group commit), and no write waits on an async
+//! lock or a pool. A closure holds up every write behind it, so it does nothing but SQL.
 //!
 //! **Reads** run on the caller's thread, on a connection from a small free list, as SQLite
 //! in WAL mode lets them read a snapshot beside the writer: a point read costs
