@@ -142,8 +142,9 @@ fn load(conn: &Connection, table: &str, pk: &str, sk: &str) -> Result<Option<Ite
     }
 }
 
-/// Writes the item whatever is stored. `rev` (a random number every write replaces) is
-/// kept for files written before writes ran in transactions.
+/// Writes the item whatever is stored. `rev` (a random number every write replaces) is no
+/// longer read here, but is still written: a process of the previous version sharing the
+/// folder during a rolling restart checks its conditional writes against it.
 fn store(
     conn: &Connection,
     table: &str,
