@@ -254,6 +254,24 @@ impl Db {
         outcome
     }
 
+    /// [`Db::read`] on the blocking pool: for a read that scans (a queue's depth), so its
+    /// milliseconds do not hold one of the runtime's threads.
+    pub async fn read_scan<T, E, F>(self: &Arc<Self>, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let db = self.clone();
+        match tokio::task::spawn_blocking(move || db.read(work)).await {
+            Ok(outcome) => outcome,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(E::from(DbError::unavailable(format!(
+                "the read task stopped: {e}"
+            )))),
+        }
+    }
+
     fn open_reader(&self) -> Result<Connection, DbError> {
         let conn = connect(&self.path)?;
         // Kept to reads by SQLite itself, not only by the code.

@@ -70,7 +70,7 @@ struct QueueConfig {
 
 /// The embedded queue: every queue in one SQLite file.
 pub struct SqliteQueue {
-    db: Db,
+    db: Arc<Db>,
     configs: RwLock<HashMap<String, (Arc<QueueConfig>, Instant)>>,
     /// Wakes long polls of this process when a message is sent or released.
     wakers: Wakers,
@@ -224,7 +224,7 @@ fn receive_rows(conn: &Connection, r: &ReceiveRequest) -> Result<(Vec<Delivery>,
 impl SqliteQueue {
     /// Opens (creating if missing) the queue file.
     pub async fn open(path: &Path) -> Result<Self, DbError> {
-        let db = Db::open(path).await?;
+        let db = Arc::new(Db::open(path).await?);
         db.migrate(SCHEMA).await?;
         Ok(Self {
             db,
@@ -601,25 +601,29 @@ impl Queue for SqliteQueue {
     async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
         let config = self.config(queue)?;
         let now = now_ms();
-        let (visible, in_flight, delayed, oldest) = self.db.read(|conn| -> Result<_, DbError> {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT
+        let (name, cutoff) = (queue.to_owned(), now - config.retention_ms);
+        let (visible, in_flight, delayed, oldest) = self
+            .db
+            .read_scan(move |conn| -> Result<_, DbError> {
+                Ok(conn
+                    .prepare_cached(
+                        "SELECT
                             COALESCE(SUM(visible_at_ms <= ?1), 0),
                             COALESCE(SUM(visible_at_ms > ?1 AND receive_count > 0), 0),
                             COALESCE(SUM(visible_at_ms > ?1 AND receive_count = 0), 0),
                             MIN(sent_at_ms)
                          FROM messages WHERE queue = ?2 AND sent_at_ms >= ?3",
-                )?
-                .query_row(params![now, queue, now - config.retention_ms], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                    ))
-                })?)
-        })?;
+                    )?
+                    .query_row(params![now, name, cutoff], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                        ))
+                    })?)
+            })
+            .await?;
         let count = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(QueueDepth {
             visible: count(visible),
