@@ -48,6 +48,14 @@ pub enum BlobError {
 }
 
 impl BlobError {
+    /// `NotFound` for this object.
+    pub fn not_found(bucket: &str, key: &str) -> Self {
+        Self::NotFound {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, Self::Unavailable(_))
     }
@@ -101,10 +109,7 @@ pub trait Blobs: Send + Sync + 'static {
         if (src_bucket, src_key) == (dst_bucket, dst_key) {
             return match self.head(src_bucket, src_key).await? {
                 Some(_) => Ok(()),
-                None => Err(BlobError::NotFound {
-                    bucket: src_bucket.to_owned(),
-                    key: src_key.to_owned(),
-                }),
+                None => Err(BlobError::not_found(src_bucket, src_key)),
             };
         }
         self.copy(src_bucket, src_key, dst_bucket, dst_key).await?;

@@ -148,10 +148,7 @@ fn error(failure: Failure, bucket: &str, key: &str) -> BlobError {
     if failure.is("NoSuchBucket") {
         BlobError::NoSuchBucket(bucket.to_owned())
     } else if failure.is("NoSuchKey") {
-        BlobError::NotFound {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-        }
+        BlobError::not_found(bucket, key)
     } else if failure.transient {
         BlobError::Unavailable(failure.message)
     } else {
@@ -297,10 +294,7 @@ impl Blobs for S3Blobs {
         let info = self
             .head(src_bucket, src_key)
             .await?
-            .ok_or_else(|| BlobError::NotFound {
-                bucket: src_bucket.to_owned(),
-                key: src_key.to_owned(),
-            })?;
+            .ok_or_else(|| BlobError::not_found(src_bucket, src_key))?;
         let source = copy_source(src_bucket, src_key);
         if info.size > self.tuning.copy_threshold {
             return self

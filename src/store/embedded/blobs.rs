@@ -263,13 +263,6 @@ impl Inner {
         }
     }
 
-    fn not_found(bucket: &str, key: &str) -> BlobError {
-        BlobError::NotFound {
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-        }
-    }
-
     fn bucket_dir(&self, bucket: &str) -> Result<PathBuf, BlobError> {
         let dir = self.root.join(bucket);
         if valid_bucket(bucket) && fs::metadata(&dir).is_ok_and(|m| m.is_dir()) {
@@ -437,7 +430,7 @@ impl Inner {
     fn get(&self, bucket: &str, key: &str) -> Result<Opened, BlobError> {
         let (mut file, size) = self
             .open_object(bucket, key)?
-            .ok_or_else(|| Self::not_found(bucket, key))?;
+            .ok_or_else(|| BlobError::not_found(bucket, key))?;
         if size > READ_CHUNK as u64 {
             return Ok(Opened::File(file));
         }
@@ -470,7 +463,7 @@ impl Inner {
         }
         let (mut from, _) = self
             .open_object(src_bucket, src_key)?
-            .ok_or_else(|| Self::not_found(src_bucket, src_key))?;
+            .ok_or_else(|| BlobError::not_found(src_bucket, src_key))?;
         let content_type = self.read_type(&from, src_bucket, src_key)?;
         // A byte copy (copy_file_range), never a hard link: the two objects must not share
         // an inode, or a later change to one would show in the other.
@@ -497,7 +490,7 @@ impl Inner {
         let dst = self.data_path(dst_bucket, dst_key)?;
         let (file, _) = self
             .open_object(src_bucket, src_key)?
-            .ok_or_else(|| Self::not_found(src_bucket, src_key))?;
+            .ok_or_else(|| BlobError::not_found(src_bucket, src_key))?;
         if src == dst {
             return Ok(());
         }
@@ -517,7 +510,7 @@ impl Inner {
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(Self::not_found(src_bucket, src_key))
+                    return Err(BlobError::not_found(src_bucket, src_key))
                 }
                 Err(e) if e.kind() != io::ErrorKind::CrossesDevices => return Err(io_error(e)),
                 Err(_) => {}

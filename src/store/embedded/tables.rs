@@ -104,8 +104,11 @@ fn lookup_key(spec: &TableSpec, key: &Key) -> Result<(String, String), TableErro
     }
 }
 
-fn decode(doc: &str) -> Result<Item, TableError> {
-    serde_json::from_str(doc).map_err(|e| TableError::Backend(format!("stored item: {e}")))
+/// The item stored in a row's `doc` column.
+fn decode(doc: rusqlite::types::ValueRef<'_>) -> Result<Item, TableError> {
+    let unreadable = |e: &dyn std::fmt::Display| TableError::Backend(format!("stored item: {e}"));
+    let doc = doc.as_str().map_err(|e| unreadable(&e))?;
+    serde_json::from_str(doc).map_err(|e| unreadable(&e))
 }
 
 fn encode(item: &Item) -> Result<String, TableError> {
@@ -131,13 +134,7 @@ fn load(conn: &Connection, table: &str, pk: &str, sk: &str) -> Result<Option<Ite
         .map_err(backend)?;
     let mut rows = stmt.query(params![table, pk, sk]).map_err(backend)?;
     match rows.next().map_err(backend)? {
-        Some(row) => {
-            let doc = row.get_ref(0).map_err(backend)?;
-            let doc = doc
-                .as_str()
-                .map_err(|e| TableError::Backend(format!("stored item: {e}")))?;
-            decode(doc).map(Some)
-        }
+        Some(row) => decode(row.get_ref(0).map_err(backend)?).map(Some),
         None => Ok(None),
     }
 }
@@ -341,11 +338,7 @@ impl Tables for SqliteTables {
                     break;
                 }
                 last = Some(row.get::<_, String>(0).map_err(backend)?);
-                let doc = row.get_ref(1).map_err(backend)?;
-                let doc = doc
-                    .as_str()
-                    .map_err(|e| TableError::Backend(format!("stored item: {e}")))?;
-                items.push(decode(doc)?);
+                items.push(decode(row.get_ref(1).map_err(backend)?)?);
             }
             Ok::<_, TableError>((items, last, more))
         })?;
