@@ -2,7 +2,9 @@
 //!
 //! An object is written to a temporary file under `<root>/.tmp` (same filesystem), synced,
 //! then renamed into place, and its folder is synced after the rename: a reader or a crash
-//! sees the whole object or none of it, and a put that returned is on disk.
+//! sees the whole object or none of it, and a put that returned is on disk. A crash
+//! mid-put leaves its temporary file, which the next [`FolderBlobs::open`] removes once it
+//! is an hour old.
 //!
 //! The content type is an extended attribute (`user.k8or.content_type`) of the data file
 //! itself, set on the temporary file before the rename, so data and type appear together
@@ -31,6 +33,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -53,6 +56,11 @@ pub const CONTENT_TYPE_XATTR: &CStr = c"user.k8or.content_type";
 
 /// The attribute value of an object put without a content type.
 const NO_TYPE: &[u8] = b"\0";
+
+/// A temporary file untouched for this long is a crashed put's: [`FolderBlobs::open`]
+/// removes it. A put under way writes its file at least every [`WRITE_BATCH`] bytes, and
+/// other processes may share the folder (the API and the workers), so only old ones go.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
 
 /// The embedded object store.
 pub struct FolderBlobs {
@@ -223,6 +231,23 @@ fn place(from: &Path, dest: &Path) -> io::Result<()> {
         sync_dir(dir);
     }
     Ok(())
+}
+
+/// Removes the temporary files in `tmp` last written before `cutoff` (left by a put that
+/// crashed before its rename); returns how many. Errors skip a file: the next open retries.
+fn sweep_temps(tmp: &Path, cutoff: SystemTime) -> usize {
+    let Ok(entries) = fs::read_dir(tmp) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            e.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| at < cutoff)
+        })
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
 }
 
 /// Removes a file; `Ok(false)` if there was none.
@@ -601,7 +626,16 @@ impl FolderBlobs {
     async fn open_as(root: &Path, sidecars: bool) -> io::Result<Self> {
         let root = root.to_owned();
         let inner = tokio::task::spawn_blocking(move || {
-            fs::create_dir_all(root.join(".tmp"))?;
+            let tmp = root.join(".tmp");
+            fs::create_dir_all(&tmp)?;
+            let swept = sweep_temps(&tmp, SystemTime::now() - STALE_TEMP);
+            if swept > 0 {
+                tracing::info!(
+                    root = %root.display(),
+                    swept,
+                    "removed temporary files of puts that never finished"
+                );
+            }
             let mut inner = Inner {
                 root,
                 write_xattrs: false,
@@ -798,6 +832,23 @@ mod tests {
 
     fn temp_leftovers(root: &Path) -> usize {
         fs::read_dir(root.join(".tmp")).unwrap().count()
+    }
+
+    #[tokio::test]
+    async fn open_removes_only_stale_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(".tmp");
+        fs::create_dir_all(&tmp).unwrap();
+        let stale = File::create(tmp.join("crashed")).unwrap();
+        stale
+            .set_modified(SystemTime::now() - STALE_TEMP - Duration::from_secs(60))
+            .unwrap();
+        drop(stale);
+        fs::write(tmp.join("under-way"), b"x").unwrap();
+        open(dir.path(), false).await;
+        assert!(!tmp.join("crashed").exists());
+        assert!(tmp.join("under-way").exists());
+        assert_eq!(temp_leftovers(dir.path()), 1);
     }
 
     fn chunked(data: &[u8]) -> ByteStream {
