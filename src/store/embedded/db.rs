@@ -426,7 +426,8 @@ mod tests {
         .unwrap()
     }
 
-    /// Holds the writer thread until the returned sender is dropped or sent to.
+    /// Holds the writer thread until the returned sender is dropped or sent to; returns
+    /// once the writer is inside the held write.
     async fn block_writer(
         db: &Arc<Db>,
     ) -> (
@@ -434,16 +435,35 @@ mod tests {
         tokio::task::JoinHandle<Result<(), DbError>>,
     ) {
         let (release, held) = std::sync::mpsc::channel::<()>();
+        let (started, writer_held) = oneshot::channel::<()>();
         let db = db.clone();
         let blocked = tokio::spawn(async move {
             db.write(move |_| -> Result<(), DbError> {
+                let _ = started.send(());
                 let _ = held.recv();
                 Ok(())
             })
             .await
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        writer_held.await.expect("the held write runs");
         (release, blocked)
+    }
+
+    type Call = futures::future::BoxFuture<'static, Result<(), DbError>>;
+
+    /// A write of `work`, queued at the writer before this returns (a write hands its work
+    /// to the writer on its first poll), its answer still to come.
+    async fn queued<F>(db: &Arc<Db>, work: F) -> Call
+    where
+        F: FnOnce(&Connection) -> Result<(), DbError> + Send + 'static,
+    {
+        let db = db.clone();
+        let mut call: Call = Box::pin(async move { db.write(work).await });
+        assert!(
+            futures::poll!(call.as_mut()).is_pending(),
+            "the writer is held"
+        );
+        call
     }
 
     #[tokio::test]
@@ -478,41 +498,28 @@ mod tests {
         let before = db.commits();
         let mut calls = Vec::new();
         for k in ["a", "b", "c"] {
-            let db = db.clone();
-            calls.push(tokio::spawn(async move { db.write(insert(k)).await }));
+            calls.push(queued(&db, insert(k)).await);
         }
-        let failing = {
-            let db = db.clone();
-            tokio::spawn(async move {
-                db.write(|conn| -> Result<(), DbError> {
-                    conn.execute("INSERT INTO t VALUES ('undone')", [])?;
-                    conn.execute("INSERT INTO t VALUES ('undone')", [])?;
-                    Ok(())
-                })
-                .await
-            })
-        };
-        let panicking = {
-            let db = db.clone();
-            tokio::spawn(async move {
-                db.write(|conn| -> Result<(), DbError> {
-                    conn.execute("INSERT INTO t VALUES ('panicked')", [])
-                        .unwrap();
-                    panic!("a bug in a write");
-                })
-                .await
-            })
-        };
-        // Every call is queued behind the blocked write before it is released.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let failing = queued(&db, |conn| {
+            conn.execute("INSERT INTO t VALUES ('undone')", [])?;
+            conn.execute("INSERT INTO t VALUES ('undone')", [])?;
+            Ok(())
+        })
+        .await;
+        let panicking = queued(&db, |conn| {
+            conn.execute("INSERT INTO t VALUES ('panicked')", [])
+                .unwrap();
+            panic!("a bug in a write");
+        })
+        .await;
         release.send(()).unwrap();
         blocked.await.unwrap().unwrap();
         for call in calls {
-            call.await.unwrap().unwrap();
+            call.await.unwrap();
         }
-        let failed = failing.await.unwrap().unwrap_err();
+        let failed = failing.await.unwrap_err();
         assert_eq!(failed.class, ErrorClass::Unique);
-        assert!(panicking.await.unwrap().is_err());
+        assert!(panicking.await.is_err());
         assert_eq!(keys(&db), ["a", "b", "c"]);
         assert_eq!(
             db.commits() - before,
@@ -536,25 +543,16 @@ mod tests {
         .await
         .unwrap();
         let (release, blocked) = block_writer(&db).await;
-        let good = {
-            let db = db.clone();
-            tokio::spawn(async move { db.write(insert("good")).await })
-        };
-        let orphan = {
-            let db = db.clone();
-            tokio::spawn(async move {
-                db.write(|c| -> Result<(), DbError> {
-                    c.execute("INSERT INTO child VALUES (42)", [])?;
-                    Ok(())
-                })
-                .await
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let good = queued(&db, insert("good")).await;
+        let orphan = queued(&db, |c| {
+            c.execute("INSERT INTO child VALUES (42)", [])?;
+            Ok(())
+        })
+        .await;
         release.send(()).unwrap();
         blocked.await.unwrap().unwrap();
-        assert!(good.await.unwrap().is_err());
-        assert!(orphan.await.unwrap().is_err());
+        assert!(good.await.is_err());
+        assert!(orphan.await.is_err());
         assert!(keys(&db).is_empty());
         db.write(insert("after")).await.unwrap();
         assert_eq!(keys(&db), ["after"]);
