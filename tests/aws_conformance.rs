@@ -131,6 +131,7 @@ mod sqs {
             queue_send_receive_delete,
             queue_send_batch_sends_every_message,
             queue_ensure_queue_is_idempotent,
+            queue_ensure_queue_applies_changed_settings,
             queue_visibility_timeout_hides_then_redelivers,
             queue_receive_count_grows,
             queue_dead_letter_after_max_receives,

@@ -23,6 +23,7 @@ macro_rules! queue_conformance {
                 queue_send_receive_delete,
                 queue_send_batch_sends_every_message,
                 queue_ensure_queue_is_idempotent,
+                queue_ensure_queue_applies_changed_settings,
                 queue_visibility_timeout_hides_then_redelivers,
                 queue_receive_count_grows,
                 queue_dead_letter_after_max_receives,
@@ -180,6 +181,48 @@ pub async fn queue_ensure_queue_is_idempotent(q: Arc<dyn Queue>) {
         .await
         .expect("create"));
     assert!(!q.ensure_queue(&spec(&name, 30, None)).await.expect("again"));
+}
+
+/// Ensuring an existing queue again applies the settings it is ensured with (a changed
+/// queues.toml applies on the next provision): a shorter visibility timeout and a
+/// dead-letter queue added, then the dead-letter queue removed.
+pub async fn queue_ensure_queue_applies_changed_settings(q: Arc<dyn Queue>) {
+    let dlq = fresh(&*q, 30).await;
+    let name = fresh(&*q, 30).await;
+    assert!(!q
+        .ensure_queue(&spec(&name, 1, Some((&dlq, 1))))
+        .await
+        .expect("ensure again"));
+    q.send(&name, message("first", &[])).await.expect("send");
+    assert_eq!(receive_one(&*q, &name, None).await.receive_count, 1);
+    // Visible again after 1 s, not 30, and received once already: to the dead-letter queue.
+    let dead = eventually(
+        "the message in the dead-letter queue",
+        Duration::from_secs(15),
+        || async {
+            let from_source = q.receive(&name, &opts(10, 1, None)).await.expect("receive");
+            assert!(
+                from_source.is_empty(),
+                "delivered past max_receive_count 1: {from_source:?}"
+            );
+            q.receive(&dlq, &opts(1, 0, Some(30)))
+                .await
+                .expect("receive dlq")
+                .pop()
+        },
+    )
+    .await;
+    assert_eq!(dead.body, "first");
+
+    assert!(!q
+        .ensure_queue(&spec(&name, 1, None))
+        .await
+        .expect("ensure without"));
+    q.send(&name, message("second", &[])).await.expect("send");
+    for expected in 1..=2 {
+        let d = receive_one(&*q, &name, Some(1)).await;
+        assert_eq!((d.body.as_str(), d.receive_count), ("second", expected));
+    }
 }
 
 /// A received message stays hidden until its visibility timeout passes, then comes back.

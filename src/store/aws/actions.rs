@@ -48,6 +48,7 @@ pub const CALLS: &[Call] = &[
         &["sqs:ChangeMessageVisibility"],
     ),
     provision("create_queue", &["sqs:CreateQueue"]),
+    provision("set_queue_attributes", &["sqs:SetQueueAttributes"]),
     // DynamoDB
     call("describe_table", &["dynamodb:DescribeTable"]),
     call("put_item", &["dynamodb:PutItem"]),

@@ -119,11 +119,11 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn ensure_queue(&self, spec: &QueueSpec) -> Result<bool, QueueError> {
-        match self.url(&spec.name).await {
-            Ok(_) => return Ok(false),
-            Err(QueueError::NotFound(_)) => {}
+        let existing = match self.url(&spec.name).await {
+            Ok(url) => Some(url),
+            Err(QueueError::NotFound(_)) => None,
             Err(e) => return Err(e),
-        }
+        };
         if !(MIN_RETENTION..=MAX_RETENTION).contains(&spec.retention) {
             return Err(QueueError::Invalid(format!(
                 "retention {:?} of {:?} is outside SQS's {MIN_RETENTION:?} to {MAX_RETENTION:?}",
@@ -151,6 +151,22 @@ impl Queue for SqsQueue {
                 "maxReceiveCount": dead_letter.max_receive_count,
             });
             attributes.insert(QueueAttributeName::RedrivePolicy, policy.to_string());
+        }
+        if let Some(url) = existing {
+            // An existing queue takes the settings it is ensured with (as the embedded
+            // queue does), so a changed queues.toml applies on the next provision; an
+            // empty redrive policy removes a dead-letter queue no longer configured.
+            attributes
+                .entry(QueueAttributeName::RedrivePolicy)
+                .or_default();
+            self.client
+                .set_queue_attributes()
+                .queue_url(url)
+                .set_attributes(Some(attributes))
+                .send()
+                .await
+                .map_err(|e| self.error(&spec.name, e.into()))?;
+            return Ok(false);
         }
         let out = self
             .client
