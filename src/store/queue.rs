@@ -117,8 +117,10 @@ impl QueueError {
 
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
-    /// Creates the queue if it is missing; `Ok(true)` if it was created. A dead-letter queue
-    /// named in `spec` must already exist.
+    /// Creates the queue if it is missing; `Ok(true)` if it was created. An existing queue
+    /// takes the settings of `spec` (visibility timeout, retention, dead-letter policy:
+    /// none detaches its dead-letter queue). A dead-letter queue named in `spec` must
+    /// already exist.
     async fn ensure_queue(&self, spec: &QueueSpec) -> Result<bool, QueueError>;
 
     /// Sends one message; returns its id.
