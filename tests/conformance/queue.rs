@@ -107,6 +107,23 @@ async fn receive_one(q: &dyn Queue, name: &str, visibility_secs: Option<u64>) ->
     .await
 }
 
+/// Waits, within `limit`, for a message received past its limit to reach the dead-letter
+/// queue, checking on the way that the source never delivers it again; returns it held.
+async fn dead_lettered(q: &dyn Queue, src: &str, dlq: &str, limit: Duration) -> Delivery {
+    eventually("the message in the dead-letter queue", limit, || async {
+        let from_source = q.receive(src, &opts(10, 1, None)).await.expect("receive");
+        assert!(
+            from_source.is_empty(),
+            "delivered after max_receive_count: {from_source:?}"
+        );
+        q.receive(dlq, &opts(10, 0, Some(30)))
+            .await
+            .expect("receive dlq")
+            .pop()
+    })
+    .await
+}
+
 async fn nothing_visible(q: &dyn Queue, name: &str) -> bool {
     q.receive(name, &opts(10, 0, None))
         .await
@@ -196,22 +213,7 @@ pub async fn queue_ensure_queue_applies_changed_settings(q: Arc<dyn Queue>) {
     q.send(&name, message("first", &[])).await.expect("send");
     assert_eq!(receive_one(&*q, &name, None).await.receive_count, 1);
     // Visible again after 1 s, not 30, and received once already: to the dead-letter queue.
-    let dead = eventually(
-        "the message in the dead-letter queue",
-        Duration::from_secs(15),
-        || async {
-            let from_source = q.receive(&name, &opts(10, 1, None)).await.expect("receive");
-            assert!(
-                from_source.is_empty(),
-                "delivered past max_receive_count 1: {from_source:?}"
-            );
-            q.receive(&dlq, &opts(1, 0, Some(30)))
-                .await
-                .expect("receive dlq")
-                .pop()
-        },
-    )
-    .await;
+    let dead = dead_lettered(&*q, &name, &dlq, Duration::from_secs(15)).await;
     assert_eq!(dead.body, "first");
 
     assert!(!q
@@ -265,18 +267,7 @@ pub async fn queue_dead_letter_after_max_receives(q: Arc<dyn Queue>) {
         let d = receive_one(&*q, &src, Some(1)).await;
         assert_eq!(d.receive_count, expected);
     }
-    let dead = eventually("the message in the dead-letter queue", LONG, || async {
-        let from_source = q.receive(&src, &opts(10, 1, None)).await.expect("receive");
-        assert!(
-            from_source.is_empty(),
-            "delivered after max_receive_count: {from_source:?}"
-        );
-        q.receive(&dlq, &opts(10, 0, Some(30)))
-            .await
-            .expect("receive dlq")
-            .pop()
-    })
-    .await;
+    let dead = dead_lettered(&*q, &src, &dlq, LONG).await;
     assert_eq!(dead.message_id, id);
     assert_eq!(dead.body, "poison");
     assert_eq!(
