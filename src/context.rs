@@ -148,10 +148,11 @@ impl Context {
 
 impl Context {
     /// Moves `stage`'s dead letters that `filter` accepts back to the stage's queue (see
-    /// [`crate::store::redrive::redrive`]), marking each one's job re-driven (status "queued", attempt
-    /// count reset, history kept) before its message goes back, so the mark never lands
-    /// behind a worker that takes the message at once. A mark that cannot be written stops
-    /// the re-drive with the message still in the dead-letter queue.
+    /// [`crate::store::redrive::redrive`]), marking each one's job re-driven (status "queued",
+    /// attempt count reset, history kept, the letter's id on the entry) before its message
+    /// goes back, so the mark never lands behind a worker that takes the message at once. A
+    /// mark that cannot be written stops the re-drive with the message still in the
+    /// dead-letter queue; a send that fails after the mark takes the mark back.
     pub async fn redrive_stage(
         &self,
         stage: crate::job::Stage,
@@ -159,34 +160,72 @@ impl Context {
         dry_run: bool,
     ) -> Result<crate::store::RedriveReport, QueueError> {
         let config = self.settings.stages.get(stage);
-        let jobs = self.jobs.clone();
-        let mark = move |d: &crate::store::Delivery| {
-            let (jobs, job_id) = (
-                jobs.clone(),
-                JobEnvelope::parse(&d.body).ok().map(|e| e.job_id),
-            );
-            let fut: futures::future::BoxFuture<'static, Result<(), QueueError>> =
-                Box::pin(async move {
-                    let Some(id) = job_id else { return Ok(()) };
-                    match jobs.modify(id, |job| job.redriven(stage)).await {
-                        // A letter whose job is gone still moves; the stage discards it.
-                        Ok(_) | Err(crate::jobs::JobsError::NotFound(_)) => Ok(()),
-                        Err(e) => Err(QueueError::Unavailable(format!(
-                            "marking job {id} re-driven: {e}"
-                        ))),
-                    }
-                });
-            fut
+        let record = RedriveMark {
+            jobs: &self.jobs,
+            stage,
         };
         crate::store::redrive_with(
             self.stores.queue.as_ref(),
             &config.dead_letter_queue,
             &config.queue,
             filter,
-            Some(&mark),
+            Some(&record),
             dry_run,
         )
         .await
+    }
+}
+
+/// The job side of a re-drive: the mark before the send, and its undoing after a failed one.
+struct RedriveMark<'a> {
+    jobs: &'a crate::jobs::Jobs,
+    stage: crate::job::Stage,
+}
+
+impl crate::store::MoveRecord for RedriveMark<'_> {
+    fn before_move<'a>(
+        &'a self,
+        d: &'a crate::store::Delivery,
+    ) -> futures::future::BoxFuture<'a, Result<(), QueueError>> {
+        Box::pin(async move {
+            let Ok(envelope) = JobEnvelope::parse(&d.body) else {
+                return Ok(());
+            };
+            let id = envelope.job_id;
+            let (stage, letter) = (self.stage, d.message_id.as_str());
+            match self
+                .jobs
+                .modify(id, |job| job.redriven(stage, letter))
+                .await
+            {
+                // A letter whose job is gone still moves; the stage discards it.
+                Ok(_) | Err(crate::jobs::JobsError::NotFound(_)) => Ok(()),
+                Err(e) => Err(QueueError::Unavailable(format!(
+                    "marking job {id} re-driven: {e}"
+                ))),
+            }
+        })
+    }
+
+    fn not_moved<'a>(
+        &'a self,
+        d: &'a crate::store::Delivery,
+    ) -> futures::future::BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Ok(envelope) = JobEnvelope::parse(&d.body) else {
+                return;
+            };
+            let id = envelope.job_id;
+            let (stage, letter) = (self.stage, d.message_id.as_str());
+            if let Err(e) = self
+                .jobs
+                .modify(id, |job| job.undo_redrive(stage, letter))
+                .await
+            {
+                // The dead-letter monitor restores it: the job names a letter still there.
+                tracing::warn!(job.id = %id, %stage, error = %e, "could not take back a re-drive mark");
+            }
+        })
     }
 }
 

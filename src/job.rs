@@ -248,6 +248,11 @@ pub struct HistoryEntry {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempt: Option<u32>,
+    /// On a re-drive's entry: the id of the dead letter it moved back. A letter with this
+    /// id still in the dead-letter queue is that one (the move did not finish, or left a
+    /// copy), not a new dead-lettering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub letter: Option<String>,
 }
 
 /// What the intake stored of the image.
@@ -331,6 +336,7 @@ impl JobRecord {
                 at: now,
                 error: None,
                 attempt: None,
+                letter: None,
             }],
             error: None,
             reasons: Vec::new(),
@@ -361,6 +367,7 @@ impl JobRecord {
             at: now,
             error,
             attempt: Some(attempt),
+            letter: None,
         });
         self.updated_at = now;
     }
@@ -450,8 +457,9 @@ impl JobRecord {
         true
     }
 
-    /// A re-drive put the job back on its stage's queue; attempts count from zero again.
-    pub fn redriven(&mut self, stage: Stage) -> bool {
+    /// A re-drive is putting the job back on its stage's queue, moving the dead letter
+    /// `letter` (its message id); attempts count from zero again.
+    pub fn redriven(&mut self, stage: Stage, letter: &str) -> bool {
         if self.status != JobStatus::DeadLettered {
             return false;
         }
@@ -459,6 +467,85 @@ impl JobRecord {
         self.stage = Some(stage);
         self.attempt = 0;
         self.push(stage, JobStatus::Queued, None, None, 0);
+        if let Some(entry) = self.history.last_mut() {
+            entry.letter = Some(letter.to_owned());
+        }
+        true
+    }
+
+    /// A re-drive of `letter` at `stage` marked the job but the letter is still in the
+    /// dead-letter queue and nothing has run since: the move did not finish (its send
+    /// failed, or the re-drive stopped between the mark and the send) or it left a copy
+    /// behind and the moved message is still waiting. Either way the job is dead-lettered
+    /// again, with an entry naming the letter; a worker that takes a moved message moves it
+    /// on from there.
+    pub fn redrive_unfinished(&mut self, stage: Stage, letter: &str) -> bool {
+        if self.status != JobStatus::Queued
+            || self.stage != Some(stage)
+            || !self.was_redriven_from(stage, letter)
+        {
+            return false;
+        }
+        let before = self.history.iter().rev().find(|h| {
+            h.stage == Some(stage) && h.status == JobStatus::DeadLettered && h.letter.is_none()
+        });
+        let (attempt, error) = (
+            before.and_then(|h| h.attempt).unwrap_or(0),
+            before.and_then(|h| h.error.clone()),
+        );
+        self.status = JobStatus::DeadLettered;
+        self.attempt = attempt;
+        self.error = error;
+        self.push(
+            stage,
+            JobStatus::DeadLettered,
+            Some(stage.error_pid()),
+            Some(
+                "the re-drive did not finish: the letter is still in the dead-letter queue".into(),
+            ),
+            attempt,
+        );
+        if let Some(entry) = self.history.last_mut() {
+            entry.letter = Some(letter.to_owned());
+        }
+        true
+    }
+
+    /// Whether the job's last re-drive at `stage` moved the dead letter `letter`.
+    pub fn was_redriven_from(&self, stage: Stage, letter: &str) -> bool {
+        self.history
+            .iter()
+            .rev()
+            .find(|h| h.stage == Some(stage) && h.letter.is_some())
+            .is_some_and(|h| h.letter.as_deref() == Some(letter))
+    }
+
+    /// Takes back a re-drive of `letter` at `stage` that did not happen (its message never
+    /// reached the stage's queue): the job is dead-lettered again, as it was, with no new
+    /// history entry. Changes nothing once anything has happened to the job since the
+    /// re-drive's entry.
+    pub fn undo_redrive(&mut self, stage: Stage, letter: &str) -> bool {
+        let is_that_redrive = |h: &HistoryEntry| {
+            h.stage == Some(stage)
+                && h.status == JobStatus::Queued
+                && h.letter.as_deref() == Some(letter)
+        };
+        if self.status != JobStatus::Queued
+            || self.stage != Some(stage)
+            || !self.history.last().is_some_and(is_that_redrive)
+        {
+            return false;
+        }
+        self.history.pop();
+        let before = self
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.stage == Some(stage) && h.status == JobStatus::DeadLettered);
+        self.status = JobStatus::DeadLettered;
+        self.attempt = before.and_then(|h| h.attempt).unwrap_or(0);
+        self.error = before.and_then(|h| h.error.clone());
+        self.updated_at = Utc::now();
         true
     }
 
@@ -584,7 +671,7 @@ mod tests {
         assert_eq!(job.status, JobStatus::Retrying);
         assert!(job.dead_letter(Stage::PersistMetadata, 5, None));
         assert_eq!(job.error.as_deref(), Some("timeout"));
-        assert!(job.redriven(Stage::PersistMetadata));
+        assert!(job.redriven(Stage::PersistMetadata, "letter-1"));
         assert_eq!((job.status, job.attempt), (JobStatus::Queued, 0));
         assert!(job.start_stage(Stage::Kustomize, 1));
         assert!(job.start_stage(Stage::Publish, 1));
@@ -609,6 +696,70 @@ mod tests {
                 "publishing",
                 "published"
             ]
+        );
+    }
+
+    #[test]
+    fn a_redrive_that_did_not_happen_is_taken_back_whole() {
+        let mut job = record();
+        job.start_stage(Stage::Kustomize, 3);
+        job.retrying(Stage::Kustomize, 3, "disk full", 10);
+        assert!(job.dead_letter(Stage::Kustomize, 3, None));
+        let dead = job.clone();
+        assert!(!job.was_redriven_from(Stage::Kustomize, "L1"));
+        assert!(job.redriven(Stage::Kustomize, "L1"));
+        assert!(job.was_redriven_from(Stage::Kustomize, "L1"));
+        assert!(!job.was_redriven_from(Stage::Kustomize, "L2"));
+        assert!(!job.undo_redrive(Stage::Kustomize, "L2"), "another letter");
+        assert!(!job.undo_redrive(Stage::Publish, "L1"), "another stage");
+        assert!(job.undo_redrive(Stage::Kustomize, "L1"));
+        assert_eq!(
+            (job.status, job.stage, job.attempt, &job.error, &job.history),
+            (
+                dead.status,
+                dead.stage,
+                dead.attempt,
+                &dead.error,
+                &dead.history
+            )
+        );
+        assert!(!job.undo_redrive(Stage::Kustomize, "L1"), "only once");
+
+        assert!(job.redriven(Stage::Kustomize, "L1"));
+        assert!(job.start_stage(Stage::Kustomize, 1));
+        assert!(
+            !job.undo_redrive(Stage::Kustomize, "L1"),
+            "the re-driven message was taken: the re-drive happened"
+        );
+        assert!(job.was_redriven_from(Stage::Kustomize, "L1"));
+        assert_eq!(job.status, JobStatus::Kustomizing);
+        assert!(
+            !job.redrive_unfinished(Stage::Kustomize, "L1"),
+            "at work again: the letter left behind is a copy"
+        );
+    }
+
+    #[test]
+    fn an_unfinished_redrive_dead_letters_the_job_again_naming_the_letter() {
+        let mut job = record();
+        job.start_stage(Stage::Publish, 2);
+        job.retrying(Stage::Publish, 2, "ViewPort down", 10);
+        assert!(job.dead_letter(Stage::Publish, 2, None));
+        assert!(job.redriven(Stage::Publish, "L1"));
+        assert!(
+            !job.redrive_unfinished(Stage::Publish, "L2"),
+            "another letter"
+        );
+        assert!(job.redrive_unfinished(Stage::Publish, "L1"));
+        assert_eq!(
+            (job.status, job.attempt, job.error.as_deref()),
+            (JobStatus::DeadLettered, 2, Some("ViewPort down"))
+        );
+        assert!(job.was_redriven_from(Stage::Publish, "L1"));
+        assert!(!job.redrive_unfinished(Stage::Publish, "L1"), "once");
+        assert!(
+            job.start_stage(Stage::Publish, 1),
+            "a moved message that does arrive moves the job on"
         );
     }
 

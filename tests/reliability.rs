@@ -21,7 +21,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use crash::{CrashPlan, CrashReport};
 use k8or::model::EventType;
-use k8or::store::{OutMessage, ReceiveOptions};
+use k8or::store::{
+    peek_dead_letters, Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec,
+    ReceiveOptions,
+};
 use k8or::{Context, JobEnvelope, JobRecord, JobStatus, Stage};
 use k8or_workers::monitor;
 use k8or_workers::runner::drain_handlers;
@@ -333,6 +336,164 @@ async fn a_poison_message_is_dead_lettered_recorded_once_and_redriven() {
     );
     assert_eq!(monitor::scan_once(&ctx).await.unwrap().letters, []);
     check_once(&ctx, &jobs).await;
+}
+
+/// The embedded queue, except that sends to one queue fail (the backend away mid re-drive).
+struct SendsFail {
+    inner: Arc<dyn Queue>,
+    queue: String,
+}
+
+#[async_trait]
+impl Queue for SendsFail {
+    async fn ensure_queue(&self, spec: &QueueSpec) -> Result<bool, QueueError> {
+        self.inner.ensure_queue(spec).await
+    }
+
+    async fn send(&self, queue: &str, message: OutMessage) -> Result<String, QueueError> {
+        if queue == self.queue {
+            return Err(QueueError::Unavailable(
+                "injected: the queue is away".into(),
+            ));
+        }
+        self.inner.send(queue, message).await
+    }
+
+    async fn receive(
+        &self,
+        queue: &str,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.inner.receive(queue, options).await
+    }
+
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
+        self.inner.delete(queue, receipt).await
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner.change_visibility(queue, receipt, timeout).await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
+        self.inner.depth(queue).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_that_did_not_finish_leaves_the_job_dead_lettered_and_records_nothing_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crash::shared_context(&dir.path().join("data"), |s| {
+        s.stages.kustomize.max_receive_count = 1;
+    })
+    .await;
+    let on = Arc::new(AtomicBool::new(true));
+    let handlers = || {
+        stages::handlers(&Stage::ALL)
+            .into_iter()
+            .map(|h| {
+                if h.stage() == Stage::Kustomize {
+                    Arc::new(Poison {
+                        inner: h,
+                        on: on.clone(),
+                    }) as SharedHandler
+                } else {
+                    h
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    let jobs = crash::submit_many(&ctx, 1, "Unfinished").await;
+    let id = jobs[0].job_id;
+    let kustomize = ctx.settings.stages.kustomize.clone();
+    drain_handlers(&ctx, handlers(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(monitor::scan_once(&ctx).await.unwrap().recorded(), 1);
+    let dead = pipeline::job(&ctx, id).await;
+    assert_eq!(dead.status, JobStatus::DeadLettered);
+    let letter = peek_dead_letters(ctx.stores.queue.as_ref(), &kustomize.dead_letter_queue, 10)
+        .await
+        .unwrap()
+        .remove(0)
+        .message_id;
+    on.store(false, Ordering::SeqCst);
+
+    // The send fails after the mark: the mark is taken back, the letter stays, visible.
+    let mut away = ctx.clone();
+    away.stores.queue = Arc::new(SendsFail {
+        inner: ctx.stores.queue.clone(),
+        queue: kustomize.queue.clone(),
+    });
+    let failed = away.redrive_stage(Stage::Kustomize, &|_| true, false).await;
+    assert!(
+        matches!(failed, Err(QueueError::Unavailable(_))),
+        "{failed:?}"
+    );
+    let job = pipeline::job(&ctx, id).await;
+    assert_eq!(
+        (job.status, job.attempt, &job.error, &job.history),
+        (dead.status, dead.attempt, &dead.error, &dead.history),
+        "as before the re-drive"
+    );
+    let depth = ctx
+        .stores
+        .queue
+        .depth(&kustomize.dead_letter_queue)
+        .await
+        .unwrap();
+    assert_eq!(depth.visible, 1, "released at once, not held: {depth:?}");
+    let scan = monitor::scan_once(&ctx).await.unwrap();
+    assert_eq!(scan.recorded(), 0, "{scan:#?}");
+    assert_one_dead_letter_item(&ctx, id).await;
+
+    // The re-drive stopped between its mark and its send (killed, or the mark could not be
+    // taken back): the monitor finds the marked job's letter still there and dead-letters
+    // the job again, naming the letter, with no second item.
+    ctx.jobs
+        .modify(id, |j| j.redriven(Stage::Kustomize, &letter))
+        .await
+        .unwrap();
+    assert_eq!(pipeline::job(&ctx, id).await.status, JobStatus::Queued);
+    let scan = monitor::scan_once(&ctx).await.unwrap();
+    assert_eq!(scan.recorded(), 0, "{scan:#?}");
+    assert_eq!(scan.letters[0].state, monitor::LetterState::AlreadyRecorded);
+    let job = pipeline::job(&ctx, id).await;
+    assert_eq!(job.status, JobStatus::DeadLettered);
+    let last = job.history.last().unwrap();
+    assert_eq!(
+        (last.status, last.letter.as_deref()),
+        (JobStatus::DeadLettered, Some(letter.as_str()))
+    );
+    assert_one_dead_letter_item(&ctx, id).await;
+
+    // A re-drive that finishes publishes it; nothing more is recorded.
+    let report = ctx
+        .redrive_stage(Stage::Kustomize, &|_| true, false)
+        .await
+        .unwrap();
+    assert_eq!(report.matched.len(), 1);
+    drain_handlers(&ctx, handlers(), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(pipeline::job(&ctx, id).await.status, JobStatus::Published);
+    assert_eq!(monitor::scan_once(&ctx).await.unwrap().letters, []);
+    assert_one_dead_letter_item(&ctx, id).await;
+    check_once(&ctx, &jobs).await;
+}
+
+async fn assert_one_dead_letter_item(ctx: &Context, id: uuid::Uuid) {
+    let job = pipeline::job(ctx, id).await;
+    let errors = ctx.audit.errors_of(&job.username).await.unwrap();
+    assert_eq!(
+        dead_letter_items(&errors, &job),
+        [format!("dead-lettered#{id}#kustomize#1")]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -95,6 +95,8 @@ pub struct HistoryDoc {
     at: DateTime<Utc>,
     error: Option<String>,
     attempt: Option<u32>,
+    /// On a re-drive's entry: the message id of the dead letter it moved back.
+    letter: Option<String>,
 }
 
 /// A `{"key", "value"}` pair (env vars, volumes as host path → container path, labels).
@@ -348,6 +350,7 @@ mod tests {
             at: chrono::Utc::now(),
             error: None,
             attempt: Some(1),
+            letter: Some("a-message-id".into()),
         };
         assert_eq!(
             keys(&serde_json::to_value(entry).unwrap()),

@@ -21,7 +21,7 @@ pub use queue::{
     ReceiveOptions,
 };
 pub use redrive::{
-    peek_dead_letters, redrive, redrive_with, BeforeMove, DeadLetter, RedriveReport,
+    peek_dead_letters, redrive, redrive_with, DeadLetter, MoveRecord, RedriveReport,
     RedrivenMessage,
 };
 pub use tables::{

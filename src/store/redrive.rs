@@ -6,9 +6,10 @@
 //! message whose receive count starts again. A crash between the two leaves a duplicate,
 //! never a loss; the stages are idempotent, so a duplicate is harmless.
 //!
-//! Whatever must be recorded of a move (the job shows "queued" again) is recorded by the
-//! `before_move` hook, before the send: once the message is back, a running worker may take
-//! it at once, and a record written after that would land behind the worker's.
+//! Whatever must be recorded of a move (the job shows "queued" again) is recorded by a
+//! [`MoveRecord`] before the send: once the message is back, a running worker may take it at
+//! once, and a record written after that would land behind the worker's. A send that fails
+//! after the record was written has the record taken back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -58,7 +59,7 @@ pub struct DeadLetter {
 /// Walks the whole queue once: every message is received and held until the walk ends, so
 /// each receive brings new ones; `visit` says for each whether the walk keeps holding it
 /// (`Ok(true)`) or is done with it (`Ok(false)`: deleted or otherwise settled). Held
-/// messages are released at the end, even when `visit` fails.
+/// messages are released at the end, even when `visit` fails (the one it failed on too).
 async fn walk<F>(queue: &dyn Queue, name: &str, mut visit: F) -> Result<(), QueueError>
 where
     F: AsyncVisit,
@@ -83,8 +84,16 @@ where
                 fresh += 1;
                 let id = d.message_id.clone();
                 let receipt = d.receipt.clone();
-                if visit.visit(d).await? {
-                    held.insert(id, receipt);
+                match visit.visit(d).await {
+                    Ok(true) => {
+                        held.insert(id, receipt);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        // Released with the others: not hidden for the rest of the hold.
+                        held.insert(id, receipt);
+                        return Err(e);
+                    }
                 }
             }
             if visit.finished() {
@@ -122,16 +131,25 @@ trait AsyncVisit {
     }
 }
 
-/// Called for each message a redrive is about to move, before it is sent back; an error
-/// leaves the message where it is and ends the redrive with that error.
-pub type BeforeMove = dyn Fn(&Delivery) -> BoxFuture<'static, Result<(), QueueError>> + Send + Sync;
+/// What a redrive records of each message it moves.
+pub trait MoveRecord: Send + Sync {
+    /// Called before the message is sent back; an error leaves the message where it is and
+    /// ends the redrive with that error.
+    fn before_move<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, Result<(), QueueError>>;
+
+    /// Called when the send failed after `before_move` succeeded: takes back what it
+    /// recorded (the message stays in the dead-letter queue). Best effort: what cannot be
+    /// taken back here is for the reader of the record to recognise (a record naming a
+    /// letter that is still in the dead-letter queue).
+    fn not_moved<'a>(&'a self, delivery: &'a Delivery) -> BoxFuture<'a, ()>;
+}
 
 struct Redrive<'a> {
     queue: &'a dyn Queue,
     dead_letter_queue: &'a str,
     source_queue: &'a str,
     filter: &'a (dyn Fn(&Delivery) -> bool + Send + Sync),
-    before_move: Option<&'a BeforeMove>,
+    record: Option<&'a dyn MoveRecord>,
     dry_run: bool,
     report: RedriveReport,
 }
@@ -150,15 +168,23 @@ impl AsyncVisit for Redrive<'_> {
             });
             return Ok(true);
         }
-        if let Some(before_move) = self.before_move {
-            before_move(&d).await?;
+        if let Some(record) = self.record {
+            record.before_move(&d).await?;
         }
         let message = OutMessage {
             body: d.body.clone(),
             delay: Duration::ZERO,
             attributes: d.attributes.clone(),
         };
-        let new_id = self.queue.send(self.source_queue, message).await?;
+        let new_id = match self.queue.send(self.source_queue, message).await {
+            Ok(id) => id,
+            Err(e) => {
+                if let Some(record) = self.record {
+                    record.not_moved(&d).await;
+                }
+                return Err(e);
+            }
+        };
         self.queue
             .delete(self.dead_letter_queue, &d.receipt)
             .await?;
@@ -198,13 +224,13 @@ pub async fn redrive(
     .await
 }
 
-/// [`redrive`], calling `before_move` for each message before it is sent back.
+/// [`redrive`], with `record` told of each message before it is sent back.
 pub async fn redrive_with(
     queue: &dyn Queue,
     dead_letter_queue: &str,
     source_queue: &str,
     filter: &(dyn Fn(&Delivery) -> bool + Send + Sync),
-    before_move: Option<&BeforeMove>,
+    record: Option<&dyn MoveRecord>,
     dry_run: bool,
 ) -> Result<RedriveReport, QueueError> {
     // Fail before touching the dead letters if the source is not there.
@@ -214,7 +240,7 @@ pub async fn redrive_with(
         dead_letter_queue,
         source_queue,
         filter,
-        before_move,
+        record,
         dry_run,
         report: RedriveReport {
             dry_run,

@@ -51,7 +51,8 @@ pub enum LetterState {
     Recorded,
     /// Recorded before (by this or an earlier scan, in any process).
     AlreadyRecorded,
-    /// The job was published, rejected or moved past this stage since: a stale copy.
+    /// The job was published, rejected or moved past this stage since, or a re-drive moved
+    /// this letter and the job is at work again: a stale copy.
     Stale,
     /// The body is not a job envelope, or names no existing job: recorded by message id.
     Unusable,
@@ -237,6 +238,19 @@ async fn look_at(
         letter.state = LetterState::Stale;
         return Ok(letter);
     }
+    if job.was_redriven_from(stage, &d.message_id) {
+        // Its dead-lettering was recorded before the re-drive; no new item either way.
+        let restored = ctx
+            .jobs
+            .modify(job.job_id, |j| j.redrive_unfinished(stage, &d.message_id))
+            .await?;
+        letter.state = if restored.status == JobStatus::DeadLettered {
+            LetterState::AlreadyRecorded
+        } else {
+            LetterState::Stale
+        };
+        return Ok(letter);
+    }
     if known {
         return Ok(letter);
     }
@@ -332,7 +346,9 @@ fn last_error_of(job: &JobRecord, stage: Stage, attempts: u32) -> String {
 fn dead_letterings(job: &JobRecord, stage: Stage) -> usize {
     job.history
         .iter()
-        .filter(|h| h.status == JobStatus::DeadLettered && h.stage == Some(stage))
+        .filter(|h| {
+            h.status == JobStatus::DeadLettered && h.stage == Some(stage) && h.letter.is_none()
+        })
         .count()
 }
 
