@@ -21,7 +21,8 @@
 //! removed type) with the old data. A type too long for an attribute (over 64 KiB on
 //! Linux, or over what the filesystem holds) also goes to a sidecar. Reads take the
 //! attribute first and the sidecar only when the data file has none, so a folder written
-//! in either layout, or in both, reads back right. Bucket names cannot start with a dot,
+//! in either layout, or in both, reads back right; an object written or moved with an
+//! attribute over one that had a sidecar takes the sidecar away. Bucket names cannot start with a dot,
 //! so no bucket can collide with `.meta` or `.tmp`.
 //!
 //! Each operation does its filesystem work in one blocking task (`spawn_blocking`) with
@@ -73,6 +74,10 @@ struct Inner {
     write_xattrs: bool,
     /// The filesystem has user extended attributes, so reads look there first.
     read_xattrs: bool,
+    /// Objects typed in attributes, in a folder that has sidecars (an older store's): an
+    /// object written or moved over one takes the old sidecar away (the attribute would win
+    /// anyway; this keeps `.meta` from holding them for ever).
+    clear_sidecars: bool,
 }
 
 fn io_error(e: io::Error) -> BlobError {
@@ -373,7 +378,25 @@ impl Inner {
         if sidecar {
             self.write_sidecar(bucket, key, content_type)?;
         }
-        self.install(temp, dest)
+        self.install(temp, dest)?;
+        if !sidecar {
+            self.drop_stale_sidecar(bucket, key)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the sidecar of an object whose type is in its attribute now.
+    fn drop_stale_sidecar(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
+        if !self.clear_sidecars {
+            return Ok(());
+        }
+        let meta = self.meta_path(bucket, key);
+        if remove_if_present(&meta)? {
+            if let Some(parent) = meta.parent() {
+                prune(parent.to_owned(), &self.meta_dir(bucket));
+            }
+        }
+        Ok(())
     }
 
     /// The type of an open object: its attribute, else its sidecar.
@@ -532,7 +555,8 @@ impl Inner {
                     if let Some(parent) = src.parent() {
                         prune(parent.to_owned(), &self.root.join(src_bucket));
                     }
-                    return Ok(());
+                    self.drop_stale_sidecar(src_bucket, src_key)?;
+                    return self.drop_stale_sidecar(dst_bucket, dst_key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(BlobError::not_found(src_bucket, src_key))
@@ -640,10 +664,12 @@ impl FolderBlobs {
                 root,
                 write_xattrs: false,
                 read_xattrs: false,
+                clear_sidecars: false,
             };
             let xattrs = inner.probe_xattrs()?;
             inner.read_xattrs = xattrs;
             inner.write_xattrs = xattrs && !sidecars;
+            inner.clear_sidecars = inner.write_xattrs && inner.root.join(".meta").exists();
             if !inner.write_xattrs {
                 fs::create_dir_all(inner.root.join(".meta"))?;
             }
@@ -956,6 +982,9 @@ mod tests {
         old.put("bkt", "k/b.png", bytes_body("old"), Some("image/png"))
             .await
             .unwrap();
+        old.put("bkt", "k/g.png", bytes_body("old"), Some("image/png"))
+            .await
+            .unwrap();
         let sidecar = dir.path().join(".meta/bkt/k/a.png");
         assert_eq!(fs::read(&sidecar).unwrap(), b"image/png");
         if fs_has_xattrs(dir.path()) {
@@ -971,6 +1000,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ct(&new, "k/a.png").await, None, "the old sidecar is stale");
+        if new.uses_xattrs() {
+            assert!(!sidecar.exists(), "and a put over it takes it away");
+            new.put("bkt", "k/e.png", bytes_body("e"), Some("image/webp"))
+                .await
+                .unwrap();
+            new.rename("bkt", "k/e.png", "bkt", "k/g.png")
+                .await
+                .unwrap();
+            assert_eq!(ct(&new, "k/g.png").await.as_deref(), Some("image/webp"));
+            assert!(
+                !dir.path().join(".meta/bkt/k/g.png").exists(),
+                "so does a move over it"
+            );
+        }
+        new.delete("bkt", "k/g.png").await.unwrap();
         new.put("bkt", "k/a.png", bytes_body("newer"), Some("text/plain"))
             .await
             .unwrap();
