@@ -223,7 +223,10 @@ impl crate::store::MoveRecord for RedriveMark<'_> {
                 .await
             {
                 // The dead-letter monitor restores it: the job names a letter still there.
-                tracing::warn!(job.id = %id, %stage, error = %e, "could not take back a re-drive mark");
+                tracing::warn!(
+                    job.id = %id, %stage, error = %e,
+                    "could not take back a re-drive mark"
+                );
             }
         })
     }

@@ -22,8 +22,8 @@
 //! Linux, or over what the filesystem holds) also goes to a sidecar. Reads take the
 //! attribute first and the sidecar only when the data file has none, so a folder written
 //! in either layout, or in both, reads back right; an object written or moved with an
-//! attribute over one that had a sidecar takes the sidecar away. Bucket names cannot start with a dot,
-//! so no bucket can collide with `.meta` or `.tmp`.
+//! attribute over one that had a sidecar takes the sidecar away. Bucket names cannot start
+//! with a dot, so no bucket can collide with `.meta` or `.tmp`.
 //!
 //! Each operation does its filesystem work in one blocking task (`spawn_blocking`) with
 //! `std::fs`: a put whose body fits in 1 MiB is gathered in memory first; a larger one
