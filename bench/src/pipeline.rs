@@ -65,19 +65,6 @@ pub async fn throughput(scale: Scale) -> anyhow::Result<Vec<Row>> {
     .target(Target::AtLeast(500.0))])
 }
 
-/// CPU time this process has used (user + system), from `/proc/self/stat`; `None` where
-/// there is no procfs.
-fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // USER_HZ is 100 on every Linux this runs on.
-    Some(Duration::from_millis(ticks * 10))
-}
-
 /// Each stage alone over the same jobs: its rate, and the CPU it spends per job across
 /// the process (every thread: the runtime, SQLite's, blocking file work). Where the whole
 /// pipeline's rate is about 1 / (sum of 1 / stage rates), the stages do not overlap: they
@@ -96,11 +83,11 @@ pub async fn stages(scale: Scale) -> anyhow::Result<Vec<Row>> {
     }
     let mut rows = Vec::new();
     for stage in Stage::ALL {
-        let cpu = cpu_time();
+        let cpu = support::cpu_time("self");
         let report = k8or_workers::drain(&ctx, &[stage], Duration::from_secs(3600)).await?;
         let secs = report.elapsed.as_secs_f64();
         let per_job = cpu
-            .zip(cpu_time())
+            .zip(support::cpu_time("self"))
             .map(|(a, b)| (b.saturating_sub(a)).as_secs_f64() * 1000.0 / n as f64);
         let cpu_note = per_job.map_or_else(String::new, |ms| {
             format!(

@@ -198,3 +198,34 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     let i = ((sorted.len() - 1) as f64 * q).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
+
+/// The fields of `/proc/<pid>/stat` after the command name (which is in parentheses and may
+/// hold spaces); `None` where there is no procfs.
+fn proc_stat(pid: &str) -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// CPU ticks to time: USER_HZ is 100 on every Linux this runs on.
+fn ticks(t: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(t * 10)
+}
+
+/// CPU time (user + system) a process has used: `pid` a process id or "self".
+pub fn cpu_time(pid: &str) -> Option<std::time::Duration> {
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 after the name.
+    let f = proc_stat(pid)?;
+    Some(ticks(f.get(11)? + f.get(12)?))
+}
+
+/// CPU time (user + system) of this process's children that have ended and been waited for.
+pub fn children_cpu_time() -> Option<std::time::Duration> {
+    // cutime and cstime are fields 16 and 17 of the line.
+    let f = proc_stat("self")?;
+    Some(ticks(f.get(13)? + f.get(14)?))
+}
