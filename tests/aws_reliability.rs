@@ -28,8 +28,7 @@ mod private_moto;
 #[path = "support/processes.rs"]
 mod processes;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use aws_stack::AwsStack;
@@ -40,7 +39,7 @@ use k8or::store::{OutMessage, QueueDepth, ReceiveOptions};
 use k8or::{Context, JobRecord, JobStatus, Settings, Stage};
 use k8or_workers::monitor::{self, LetterState};
 use private_moto::PrivateMoto;
-use processes::{worker_bin, Worker, WorkerSpec};
+use processes::{Worker, WorkerSpec};
 use sqlx::mysql::MySqlConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tempfile::TempDir;
@@ -154,67 +153,10 @@ async fn wp_post_count(stack: &AwsStack) -> i64 {
     n
 }
 
-/// A `k8or-worker run` with options `processes::Worker` does not set (its stages, its
-/// dead-letter monitor), logging at `info` so the log shows each stage it started.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn start(env: &[(String, String)], dir: &Path, name: &str, args: &[&str]) -> Self {
-        let log = dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("worker log");
-        let child = Command::new(worker_bin())
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "info")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .arg("run")
-            .args(args)
-            // No queues.toml there: the environment is the whole configuration.
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("start k8or-worker");
-        Self { child, log }
-    }
-
-    /// SIGTERM, then waits for the exit (panics after 60 s).
-    fn stop(mut self) -> ExitStatus {
-        api_process::terminate(self.child.id());
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < until,
-                "k8or-worker did not stop within 60 s of SIGTERM\n{}",
-                self.log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        api_process::tail(&self.log)
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+/// A `k8or-worker run` with options `Worker::start` does not set (its dead-letter monitor),
+/// logging at `info` so the log shows each stage it started.
+fn start_worker(env: &[(String, String)], dir: &Path, name: &str, args: &[&str]) -> Worker {
+    Worker::run_with(env, dir, name, "info", args)
 }
 
 /// Waits until the job shows `status` (panics after `limit`, with `logs()`).
@@ -333,7 +275,7 @@ async fn aws_poison_message_is_dead_lettered_recorded_once_and_redriven() {
 
     // A worker whose kustomize stage always fails, with its dead-letter monitor polling
     // every second.
-    let poisoned = Process::start(
+    let poisoned = start_worker(
         &t.env,
         t.path(),
         "poisoned",
@@ -695,13 +637,13 @@ async fn aws_one_message_delivered_twice_at_once_to_two_workers_has_its_effects_
             &faults,
         ];
         let workers = [
-            Process::start(&t.env, t.path(), &format!("{stage}-a"), &args),
-            Process::start(&t.env, t.path(), &format!("{stage}-b"), &args),
+            start_worker(&t.env, t.path(), &format!("{stage}-a"), &args),
+            start_worker(&t.env, t.path(), &format!("{stage}-b"), &args),
         ];
         let logs = || {
             workers
                 .iter()
-                .map(Process::log_tail)
+                .map(Worker::log_tail)
                 .collect::<Vec<_>>()
                 .join("\n---\n")
         };

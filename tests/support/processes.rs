@@ -123,33 +123,53 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// `k8or-worker run` with the spec's grace, faults and no dead-letter monitor.
     pub fn start(spec: &WorkerSpec, name: &str) -> Self {
-        let log = spec.log_dir.join(format!("{name}.log"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("worker log");
-        let mut cmd = Command::new(worker_bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn")
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .args([
-                "run",
+        Self::run_with(
+            &spec.env,
+            &spec.log_dir,
+            name,
+            "warn",
+            &[
                 "--grace-secs",
                 &spec.grace_secs.to_string(),
                 "--monitor-secs",
                 "0",
                 "--inject-faults",
                 &spec.faults,
-            ])
+            ],
+        )
+    }
+
+    /// `k8or-worker run <args>` in `dir` with `env` as its whole environment (and PATH),
+    /// logging at `log_level` to `<dir>/<name>.log`.
+    pub fn run_with(
+        env: &[(String, String)],
+        dir: &Path,
+        name: &str,
+        log_level: &str,
+        args: &[&str],
+    ) -> Self {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("worker log");
+        let child = Command::new(worker_bin())
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("RUST_LOG", log_level)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .arg("run")
+            .args(args)
             // No queues.toml there: the environment is the whole configuration.
-            .current_dir(&spec.log_dir)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(file);
-        let child = cmd.spawn().expect("start k8or-worker");
+            .stderr(file)
+            .spawn()
+            .expect("start k8or-worker");
         Self { child, log }
     }
 
@@ -193,7 +213,10 @@ impl Worker {
             Some(status) => status,
             None => {
                 let _ = self.child.kill();
-                panic!("k8or-worker did not stop within 60 s of SIGTERM");
+                panic!(
+                    "k8or-worker did not stop within 60 s of SIGTERM\n{}",
+                    self.log_tail()
+                );
             }
         }
     }
