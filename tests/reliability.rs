@@ -147,6 +147,23 @@ impl StageHandler for Poison {
     }
 }
 
+/// Every stage's handler, kustomize's failing (retryably) while `on` holds.
+fn poisoned_kustomize(on: &Arc<AtomicBool>) -> Vec<SharedHandler> {
+    stages::handlers(&Stage::ALL)
+        .into_iter()
+        .map(|h| {
+            if h.stage() == Stage::Kustomize {
+                Arc::new(Poison {
+                    inner: h,
+                    on: on.clone(),
+                }) as SharedHandler
+            } else {
+                h
+            }
+        })
+        .collect()
+}
+
 fn cli(ctx: &Context, dir: &Path, args: &[&str]) -> String {
     processes::run_cli(&settings_env(&ctx.settings), dir, args)
 }
@@ -188,21 +205,7 @@ async fn a_poison_message_is_dead_lettered_recorded_once_and_redriven() {
     })
     .await;
     let on = Arc::new(AtomicBool::new(true));
-    let handlers = || {
-        stages::handlers(&Stage::ALL)
-            .into_iter()
-            .map(|h| {
-                if h.stage() == Stage::Kustomize {
-                    Arc::new(Poison {
-                        inner: h,
-                        on: on.clone(),
-                    }) as SharedHandler
-                } else {
-                    h
-                }
-            })
-            .collect::<Vec<_>>()
-    };
+    let handlers = || poisoned_kustomize(&on);
     let jobs = crash::submit_many(&ctx, 1, "Poison").await;
     let id = jobs[0].job_id;
     let dlq = ctx.settings.stages.kustomize.dead_letter_queue.clone();
@@ -393,21 +396,7 @@ async fn a_redrive_that_did_not_finish_leaves_the_job_dead_lettered_and_records_
     })
     .await;
     let on = Arc::new(AtomicBool::new(true));
-    let handlers = || {
-        stages::handlers(&Stage::ALL)
-            .into_iter()
-            .map(|h| {
-                if h.stage() == Stage::Kustomize {
-                    Arc::new(Poison {
-                        inner: h,
-                        on: on.clone(),
-                    }) as SharedHandler
-                } else {
-                    h
-                }
-            })
-            .collect::<Vec<_>>()
-    };
+    let handlers = || poisoned_kustomize(&on);
     let jobs = crash::submit_many(&ctx, 1, "Unfinished").await;
     let id = jobs[0].job_id;
     let kustomize = ctx.settings.stages.kustomize.clone();
