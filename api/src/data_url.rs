@@ -30,6 +30,8 @@ pub enum DataUrlError {
     NotBase64Encoded,
     #[error("the data is not valid base64: {0}")]
     BadBase64(String),
+    #[error("the media type {0:?} holds characters no HTTP header can carry")]
+    BadMediaType(String),
 }
 
 /// Parses `data:[<media type>][;param=value]*;base64,<data>`.
@@ -46,6 +48,12 @@ pub fn parse(url: &str) -> Result<DataUrl, DataUrlError> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_ascii_lowercase);
+    if let Some(t) = media_type
+        .as_deref()
+        .filter(|t| !t.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+    {
+        return Err(DataUrlError::BadMediaType(t.to_owned()));
+    }
     if !params.any(|p| p.trim().eq_ignore_ascii_case("base64")) {
         return Err(DataUrlError::NotBase64Encoded);
     }
@@ -93,6 +101,13 @@ mod tests {
             parse("data:image/png;base64,@@not base64@@"),
             Err(DataUrlError::BadBase64(_))
         ));
+        for t in ["im\u{e9}ge/png", "image/png\r\nx: y", "a\u{0}b"] {
+            assert_eq!(
+                parse(&format!("data:{t};base64,iVBORw0KGgo=")),
+                Err(DataUrlError::BadMediaType(t.to_owned())),
+                "{t:?}"
+            );
+        }
         assert!(is_data_url("data:x"));
         assert!(!is_data_url("dat"));
     }

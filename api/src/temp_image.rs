@@ -153,6 +153,11 @@ fn blob_error(e: BlobError) -> ApiError {
             code: "invalid-multipart",
             message: format!("reading the image failed: {io}"),
         },
+        // The client's declared type, which the part's header carried.
+        BlobError::InvalidContentType(t) => ApiError::BadRequest {
+            code: "invalid-multipart",
+            message: format!("the image part's content type {t:?} is not a valid header value"),
+        },
         other => other.into(),
     }
 }

@@ -36,6 +36,9 @@ pub enum BlobError {
     /// The key would leave its bucket (`..`, absolute, empty segments, control characters).
     #[error("invalid object key {0:?}: {1}")]
     InvalidKey(String, &'static str),
+    /// A content type no HTTP header could carry (a control character, a non-ASCII byte).
+    #[error("invalid content type {0:?}: only visible ASCII, spaces and tabs")]
+    InvalidContentType(String),
     #[error("object is over the {limit}-byte limit")]
     TooLarge { limit: u64 },
     /// The body stream failed (the client went away, or sent bad data).
@@ -114,6 +117,18 @@ pub trait Blobs: Send + Sync + 'static {
         }
         self.copy(src_bucket, src_key, dst_bucket, dst_key).await?;
         self.delete(src_bucket, src_key).await
+    }
+}
+
+/// Checks that a content type is one an HTTP header can carry (RFC 9110 field value:
+/// visible ASCII, spaces and tabs), as S3 would have it, so that every backend stores the
+/// same types and none other.
+pub fn check_content_type(content_type: Option<&str>) -> Result<(), BlobError> {
+    match content_type {
+        Some(ct) if !ct.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => {
+            Err(BlobError::InvalidContentType(ct.to_owned()))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -25,6 +25,7 @@ macro_rules! blobs_conformance {
                 blobs_rename_moves_the_object,
                 blobs_delete_is_idempotent,
                 blobs_key_escape_is_rejected,
+                blobs_content_type_no_header_could_carry_is_rejected,
                 blobs_failed_body_leaves_no_object,
                 blobs_put_checked_caps_size_and_hashes,
                 blobs_missing_bucket_and_object,
@@ -312,6 +313,45 @@ pub async fn blobs_key_escape_is_rejected(b: Arc<dyn Blobs>) {
             "copy from {key:?}"
         );
     }
+}
+
+/// A content type no HTTP header could carry is refused before anything is stored, and an
+/// object already there stays as it was.
+pub async fn blobs_content_type_no_header_could_carry_is_rejected(b: Arc<dyn Blobs>) {
+    let bucket = fresh(&*b).await;
+    b.put(&bucket, "k.bin", bytes_body("old"), Some("text/plain"))
+        .await
+        .expect("put");
+    for ct in [
+        "\0",
+        "image/png\r\nX-Evil: 1",
+        "text/plain; name=\u{e9}",
+        "a\u{7f}",
+    ] {
+        for key in ["k.bin", "new.bin"] {
+            let put = b.put(&bucket, key, bytes_body("new"), Some(ct)).await;
+            assert!(
+                matches!(put, Err(BlobError::InvalidContentType(ref t)) if t == ct),
+                "{ct:?} on {key}: {put:?}"
+            );
+        }
+    }
+    assert_eq!(b.head(&bucket, "new.bin").await.expect("head"), None);
+    assert_eq!(read_all(&*b, &bucket, "k.bin").await.expect("read"), b"old");
+    let info = b
+        .head(&bucket, "k.bin")
+        .await
+        .expect("head")
+        .expect("there");
+    assert_eq!(info.content_type.as_deref(), Some("text/plain"));
+    b.put(
+        &bucket,
+        "tab.bin",
+        bytes_body("x"),
+        Some("text/plain;\tcharset=utf-8"),
+    )
+    .await
+    .expect("a tab is allowed");
 }
 
 /// A body that fails midway leaves no object, or leaves the old one as it was; the body's

@@ -292,6 +292,8 @@ async fn a_data_url_that_is_not_base64_is_422() {
         "data:image/png;base64,@@@ not base64 @@@",
         "data:image/png,rawbytes",
         "https://example.invalid/x.png",
+        "data:image/png\u{0}x;base64,iVBORw0KGgo=",
+        "data:im\u{e9}ge/png;base64,iVBORw0KGgo=",
     ] {
         let mut meta = metadata();
         meta["imageData"] = json!(url);

@@ -15,7 +15,7 @@ use futures::StreamExt;
 
 use self::multipart::Multipart;
 use super::Failure;
-use crate::store::blobs::{check_key, BlobError, BlobInfo, Blobs, ByteStream};
+use crate::store::blobs::{check_content_type, check_key, BlobError, BlobInfo, Blobs, ByteStream};
 
 const MIB: u64 = 1024 * 1024;
 /// S3's smallest part (all but the last) and largest single copy.
@@ -222,6 +222,7 @@ impl Blobs for S3Blobs {
         content_type: Option<&str>,
     ) -> Result<u64, BlobError> {
         check_key(key)?;
+        check_content_type(content_type)?;
         // One byte over a part tells a body that needs a multipart upload.
         let part_size = self.tuning.part_size as usize;
         let mut buffer = BytesMut::new();

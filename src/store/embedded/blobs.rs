@@ -9,9 +9,9 @@
 //! The content type is an extended attribute (`user.k8or.content_type`) of the data file
 //! itself, set on the temporary file before the rename, so data and type appear together
 //! in one rename and an object is one inode. An object put without a type carries the
-//! attribute too, holding a single NUL byte (which no HTTP header can carry; a type of
-//! exactly "\0" would read back as none), so the attribute alone decides the type of every
-//! object written this way.
+//! attribute too, holding a single NUL byte (which no HTTP header can carry, so no put may
+//! carry it either: [`check_content_type`]), so the attribute alone decides the type of
+//! every object written this way.
 //!
 //! Where the filesystem has no user extended attributes (probed once in
 //! [`FolderBlobs::open`]), or when asked for with [`FolderBlobs::open_with_sidecars`], the
@@ -41,7 +41,7 @@ use bytes::Bytes;
 use futures::{future, stream, StreamExt};
 use tokio_util::io::ReaderStream;
 
-use crate::store::blobs::{check_key, BlobError, BlobInfo, Blobs, ByteStream};
+use crate::store::blobs::{check_content_type, check_key, BlobError, BlobInfo, Blobs, ByteStream};
 
 /// Chunk size of object reads; an object up to this size is read in one go.
 const READ_CHUNK: usize = 256 * 1024;
@@ -714,6 +714,7 @@ impl Blobs for FolderBlobs {
         content_type: Option<&str>,
     ) -> Result<u64, BlobError> {
         check_key(key)?;
+        check_content_type(content_type)?;
         let (bucket, key) = (bucket.to_owned(), key.to_owned());
         let content_type = content_type.map(str::to_owned);
         let mut chunks = Vec::new();
