@@ -79,6 +79,28 @@ impl Condition {
         Self::Lt(attr.to_owned(), v.into())
     }
 
+    /// The attributes the condition reads, each once.
+    pub fn attributes(&self) -> Vec<&str> {
+        fn walk<'a>(c: &'a Condition, out: &mut Vec<&'a str>) {
+            match c {
+                Condition::NotExists | Condition::Exists => {}
+                Condition::Eq(name, _) | Condition::Ne(name, _) | Condition::Lt(name, _) => {
+                    if !out.contains(&name.as_str()) {
+                        out.push(name);
+                    }
+                }
+                Condition::And(all) | Condition::Or(all) => {
+                    for c in all {
+                        walk(c, out);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+
     /// Evaluates the condition against the stored item (`None`: no item), as DynamoDB
     /// would: numbers compare as numbers (`1 == 1.0`), strings by their bytes; values of
     /// different types are never equal nor ordered; a missing attribute makes `Eq` and `Lt`
