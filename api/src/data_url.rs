@@ -50,7 +50,7 @@ pub fn parse(url: &str) -> Result<DataUrl, DataUrlError> {
         .map(str::to_ascii_lowercase);
     if let Some(t) = media_type
         .as_deref()
-        .filter(|t| !t.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)))
+        .filter(|t| !k8or::store::blobs::is_header_value(t))
     {
         return Err(DataUrlError::BadMediaType(t.to_owned()));
     }

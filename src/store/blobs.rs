@@ -125,11 +125,15 @@ pub trait Blobs: Send + Sync + 'static {
 /// same types and none other.
 pub fn check_content_type(content_type: Option<&str>) -> Result<(), BlobError> {
     match content_type {
-        Some(ct) if !ct.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) => {
-            Err(BlobError::InvalidContentType(ct.to_owned()))
-        }
+        Some(ct) if !is_header_value(ct) => Err(BlobError::InvalidContentType(ct.to_owned())),
         _ => Ok(()),
     }
+}
+
+/// Whether an HTTP header could carry `text` as its value: visible ASCII, spaces, tabs.
+pub fn is_header_value(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b == b'\t' || (b' '..=b'~').contains(&b))
 }
 
 /// Checks that a key stays inside its bucket: relative, no `.`/`..`/empty segments, no

@@ -108,11 +108,18 @@ fn lookup_key(spec: &TableSpec, key: &Key) -> Result<(String, String), TableErro
     }
 }
 
+fn unreadable(e: &dyn std::fmt::Display) -> TableError {
+    TableError::Backend(format!("stored item: {e}"))
+}
+
+/// A row's `doc` column as text.
+fn doc_text<'a>(doc: rusqlite::types::ValueRef<'a>) -> Result<&'a str, TableError> {
+    doc.as_str().map_err(|e| unreadable(&e))
+}
+
 /// The item stored in a row's `doc` column.
 fn decode(doc: rusqlite::types::ValueRef<'_>) -> Result<Item, TableError> {
-    let unreadable = |e: &dyn std::fmt::Display| TableError::Backend(format!("stored item: {e}"));
-    let doc = doc.as_str().map_err(|e| unreadable(&e))?;
-    serde_json::from_str(doc).map_err(|e| unreadable(&e))
+    serde_json::from_str(doc_text(doc)?).map_err(|e| unreadable(&e))
 }
 
 /// Of the stored item, only the top-level attributes in `names` (what a condition reads):
@@ -153,9 +160,7 @@ fn decode_attributes(
         }
     }
 
-    let unreadable = |e: &dyn std::fmt::Display| TableError::Backend(format!("stored item: {e}"));
-    let doc = doc.as_str().map_err(|e| unreadable(&e))?;
-    let mut de = serde_json::Deserializer::from_str(doc);
+    let mut de = serde_json::Deserializer::from_str(doc_text(doc)?);
     let item = Wanted(names)
         .deserialize(&mut de)
         .map_err(|e| unreadable(&e))?;
@@ -172,14 +177,7 @@ fn stored_for(
     condition: &Condition,
 ) -> Result<Option<Item>, TableError> {
     let names = condition.attributes();
-    let mut stmt = conn
-        .prepare_cached("SELECT doc FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
-        .map_err(backend)?;
-    let mut rows = stmt.query(params![table, pk, sk]).map_err(backend)?;
-    match rows.next().map_err(backend)? {
-        Some(row) => decode_attributes(row.get_ref(0).map_err(backend)?, &names).map(Some),
-        None => Ok(None),
-    }
+    load_with(conn, table, pk, sk, |doc| decode_attributes(doc, &names))
 }
 
 fn encode(item: &Item) -> Result<String, TableError> {
@@ -200,6 +198,17 @@ fn check(condition: Option<&Condition>, current: Option<&Item>) -> Result<(), Ta
 
 /// The stored item.
 fn load(conn: &Connection, table: &str, pk: &str, sk: &str) -> Result<Option<Item>, TableError> {
+    load_with(conn, table, pk, sk, decode)
+}
+
+/// The stored item's `doc`, decoded by `decode` (`None`: no item).
+fn load_with(
+    conn: &Connection,
+    table: &str,
+    pk: &str,
+    sk: &str,
+    decode: impl FnOnce(rusqlite::types::ValueRef<'_>) -> Result<Item, TableError>,
+) -> Result<Option<Item>, TableError> {
     let mut stmt = conn
         .prepare_cached("SELECT doc FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
         .map_err(backend)?;
