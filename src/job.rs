@@ -486,13 +486,7 @@ impl JobRecord {
         {
             return false;
         }
-        let before = self.history.iter().rev().find(|h| {
-            h.stage == Some(stage) && h.status == JobStatus::DeadLettered && h.letter.is_none()
-        });
-        let (attempt, error) = (
-            before.and_then(|h| h.attempt).unwrap_or(0),
-            before.and_then(|h| h.error.clone()),
-        );
+        let (attempt, error) = self.last_dead_lettering(stage);
         self.status = JobStatus::DeadLettered;
         self.attempt = attempt;
         self.error = error;
@@ -537,16 +531,22 @@ impl JobRecord {
             return false;
         }
         self.history.pop();
-        let before = self
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.stage == Some(stage) && h.status == JobStatus::DeadLettered);
+        (self.attempt, self.error) = self.last_dead_lettering(stage);
         self.status = JobStatus::DeadLettered;
-        self.attempt = before.and_then(|h| h.attempt).unwrap_or(0);
-        self.error = before.and_then(|h| h.error.clone());
         self.updated_at = Utc::now();
         true
+    }
+
+    /// The attempts and error of the job's last dead-lettering at `stage` (not counting the
+    /// entries of re-drives that did not finish, which only repeat it).
+    fn last_dead_lettering(&self, stage: Stage) -> (u32, Option<String>) {
+        self.history
+            .iter()
+            .rev()
+            .find(|h| {
+                h.stage == Some(stage) && h.status == JobStatus::DeadLettered && h.letter.is_none()
+            })
+            .map_or((0, None), |h| (h.attempt.unwrap_or(0), h.error.clone()))
     }
 
     /// The last stage is done.

@@ -398,9 +398,14 @@ impl Inner {
 
     /// Removes the sidecar of an object whose type is in its attribute now.
     fn drop_stale_sidecar(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
-        if !self.clear_sidecars {
-            return Ok(());
+        if self.clear_sidecars {
+            self.remove_sidecar(bucket, key)?;
         }
+        Ok(())
+    }
+
+    /// Removes an object's sidecar if it has one, and the folders it leaves empty.
+    fn remove_sidecar(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
         let meta = self.meta_path(bucket, key);
         if remove_if_present(&meta)? {
             if let Some(parent) = meta.parent() {
@@ -588,13 +593,7 @@ impl Inner {
             prune(parent.to_owned(), &bucket_dir);
         }
         // A sidecar, from the sidecar layout or an older data folder.
-        let meta = self.meta_path(bucket, key);
-        if remove_if_present(&meta)? {
-            if let Some(parent) = meta.parent() {
-                prune(parent.to_owned(), &self.meta_dir(bucket));
-            }
-        }
-        Ok(())
+        self.remove_sidecar(bucket, key)
     }
 }
 
