@@ -156,11 +156,15 @@ impl std::fmt::Debug for Db {
     }
 }
 
-/// Settings every connection of the file shares.
+/// Settings every connection of the file shares. SQLite's temporary files (a savepoint's
+/// statement journal past 64 KiB, a sort too big for memory) stay in memory: on disk each
+/// would be a file made and deleted at once, and on ext4 without a journal every deleted
+/// inode slows the next minutes' file creations (the blob folder makes several per job).
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -415,6 +419,19 @@ mod tests {
             conn.execute("INSERT INTO t VALUES (?)", [k])?;
             Ok(())
         }
+    }
+
+    /// `PRAGMA temp_store`: 2 is MEMORY.
+    fn temp_store(conn: &Connection) -> Result<i64, DbError> {
+        Ok(conn.pragma_query_value(None, "temp_store", |r| r.get(0))?)
+    }
+
+    #[tokio::test]
+    async fn temporary_files_stay_in_memory_on_every_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir).await;
+        assert_eq!(db.write(temp_store).await.unwrap(), 2);
+        assert_eq!(db.read(temp_store).unwrap(), 2);
     }
 
     fn keys(db: &Db) -> Vec<String> {
