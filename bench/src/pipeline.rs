@@ -6,6 +6,7 @@
 //!   rate; each job's latency is from its creation (the start of its submission) to the
 //!   `published` entry of its history.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -36,9 +37,25 @@ async fn check_published(ctx: &Context, ids: &[Uuid]) -> anyhow::Result<Vec<k8or
     Ok(jobs)
 }
 
+/// The pipeline's rate with the data folder in `TMPDIR` (the target's row) and, where the
+/// machine has a memory-backed folder and `TMPDIR` is not one, again in memory: the second
+/// row is the software without the disk, so a reader sees how much of the first is the disk.
 pub async fn throughput(scale: Scale) -> anyhow::Result<Vec<Row>> {
+    let dir = support::folder()?;
+    let fs = support::filesystem(&dir);
+    let mut rows = vec![throughput_at(dir, fs, scale)
+        .await?
+        .target(Target::AtLeast(500.0))];
+    let ram = std::path::Path::new(support::RAM_FOLDER);
+    if fs != "tmpfs" && support::filesystem(ram) == "tmpfs" {
+        rows.push(throughput_at(support::folder_in(ram)?, "tmpfs, for comparison", scale).await?);
+    }
+    Ok(rows)
+}
+
+async fn throughput_at(dir: PathBuf, fs: &str, scale: Scale) -> anyhow::Result<Row> {
     let n = scale.pipeline_jobs;
-    let ctx = support::context(|_| {}).await?;
+    let ctx = support::context_at(dir, |_| {}).await?;
     let png = support::noise_png(PNG_BYTES);
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
@@ -53,16 +70,15 @@ pub async fn throughput(scale: Scale) -> anyhow::Result<Vec<Row>> {
     let report = k8or_workers::drain(&ctx, &Stage::ALL, Duration::from_secs(3600)).await?;
     check_published(&ctx, &ids).await?;
     let rate = n as f64 / report.elapsed.as_secs_f64();
-    Ok(vec![Row::new(
+    Ok(Row::new(
         format!(
-            "pipeline throughput, {n} jobs x {} B PNG, 4 stages",
+            "pipeline throughput, {n} jobs x {} B PNG, 4 stages, data on {fs}",
             png.len()
         ),
         rate,
         "jobs/s",
     )
-    .reference(submit_rate, "submission writes alone")
-    .target(Target::AtLeast(500.0))])
+    .reference(submit_rate, "submission writes alone"))
 }
 
 /// Each stage alone over the same jobs: its rate, and the CPU it spends per job across
@@ -71,7 +87,9 @@ pub async fn throughput(scale: Scale) -> anyhow::Result<Vec<Row>> {
 /// share one bound (the CPU, or a single writer), which these rows locate.
 pub async fn stages(scale: Scale) -> anyhow::Result<Vec<Row>> {
     let n = scale.pipeline_jobs;
-    let ctx = support::context(|_| {}).await?;
+    let dir = support::folder()?;
+    let fs = support::filesystem(&dir);
+    let ctx = support::context_at(dir, |_| {}).await?;
     let png = support::noise_png(PNG_BYTES);
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
@@ -96,7 +114,7 @@ pub async fn stages(scale: Scale) -> anyhow::Result<Vec<Row>> {
             )
         });
         rows.push(Row::new(
-            format!("stage {stage} alone, {n} jobs{cpu_note}"),
+            format!("stage {stage} alone, {n} jobs, data on {fs}{cpu_note}"),
             n as f64 / secs,
             "jobs/s",
         ));

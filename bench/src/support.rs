@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -25,12 +25,49 @@ use uuid::Uuid;
 /// right after another's cleanup of thousands of files would measure that cleanup.
 static FOLDERS: Mutex<Vec<TempDir>> = Mutex::new(Vec::new());
 
-/// A fresh temporary folder, kept until [`remove_folders`].
+/// A fresh temporary folder (in `TMPDIR`), kept until [`remove_folders`].
 pub fn folder() -> anyhow::Result<PathBuf> {
-    let dir = tempfile::tempdir().context("temp dir")?;
+    keep(tempfile::tempdir().context("temp dir")?)
+}
+
+/// A fresh temporary folder in `parent`, kept until [`remove_folders`].
+pub fn folder_in(parent: &Path) -> anyhow::Result<PathBuf> {
+    keep(
+        tempfile::tempdir_in(parent)
+            .with_context(|| format!("temp dir in {}", parent.display()))?,
+    )
+}
+
+fn keep(dir: TempDir) -> anyhow::Result<PathBuf> {
     let path = dir.path().to_owned();
     FOLDERS.lock().expect("bench folders lock").push(dir);
     Ok(path)
+}
+
+/// Where a memory-backed folder is, if this machine has one (Linux's `/dev/shm`).
+pub const RAM_FOLDER: &str = "/dev/shm";
+
+/// The kind of filesystem `path` is on, for the table's labels: the disk's speed and
+/// quirks (ext4 without a journal: see [`FOLDERS`]) are part of what a figure measures.
+pub fn filesystem(path: &Path) -> &'static str {
+    #[cfg(target_os = "linux")]
+    {
+        // Magic numbers from statfs(2).
+        match rustix::fs::statfs(path).map(|s| s.f_type as u64) {
+            Ok(0xEF53) => "ext4",
+            Ok(0x0102_1994) => "tmpfs",
+            Ok(0x5846_5342) => "xfs",
+            Ok(0x9123_683E) => "btrfs",
+            Ok(0x794C_7630) => "overlayfs",
+            Ok(_) => "other fs",
+            Err(_) => "unknown fs",
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        "unknown fs"
+    }
 }
 
 /// Removes the run's temporary folders.
@@ -40,7 +77,14 @@ pub fn remove_folders() {
 
 /// A provisioned embedded backend in a fresh temporary folder.
 pub async fn context(tweak: impl FnOnce(&mut Settings)) -> anyhow::Result<Context> {
-    let dir = folder()?;
+    context_at(folder()?, tweak).await
+}
+
+/// A provisioned embedded backend in `dir`.
+pub async fn context_at(
+    dir: PathBuf,
+    tweak: impl FnOnce(&mut Settings),
+) -> anyhow::Result<Context> {
     let mut settings = Settings {
         data_dir: dir,
         ..Settings::default()
