@@ -23,6 +23,7 @@ macro_rules! tables_conformance {
                 tables_conditions_eq_ne_lt_or,
                 tables_query_by_partition_in_sort_order,
                 tables_query_sort_prefix,
+                tables_query_sort_prefix_beyond_ascii,
                 tables_query_pages_with_a_cursor,
                 tables_update_merges_and_checks_conditions,
                 tables_delete_is_idempotent,
@@ -292,6 +293,55 @@ pub async fn tables_query_sort_prefix(t: Arc<dyn Tables>) {
         .await
         .expect("query");
     assert!(z.items.is_empty());
+}
+
+/// A prefix is a prefix of characters, whatever they are: beyond ASCII, and ending in the
+/// last code point there is (where "the next key after every match" has to carry over).
+pub async fn tables_query_sort_prefix_beyond_ascii(t: Arc<dyn Tables>) {
+    let name = fresh(&*t, "username", Some("eventKey")).await;
+    let top = char::MAX;
+    let keys = [
+        "a".to_owned(),
+        format!("a{top}"),
+        format!("a{top}z"),
+        format!("a{top}{top}"),
+        "b".to_owned(),
+        "é".to_owned(),
+        "é#1".to_owned(),
+        "ê".to_owned(),
+        "\u{d7ff}x".to_owned(),
+        "\u{e000}".to_owned(),
+    ];
+    for key in &keys {
+        t.put(
+            &name,
+            item(json!({"username": "u1", "eventKey": key})),
+            None,
+        )
+        .await
+        .expect("put");
+    }
+    for (prefix, expected) in [
+        (
+            format!("a{top}"),
+            vec![
+                format!("a{top}"),
+                format!("a{top}z"),
+                format!("a{top}{top}"),
+            ],
+        ),
+        (format!("a{top}{top}"), vec![format!("a{top}{top}")]),
+        ("é".to_owned(), vec!["é".to_owned(), "é#1".to_owned()]),
+        ("\u{d7ff}".to_owned(), vec!["\u{d7ff}x".to_owned()]),
+        ("a".to_owned(), keys[..4].to_vec()),
+    ] {
+        let options = QueryOptions {
+            sort_prefix: Some(prefix.clone()),
+            ..QueryOptions::default()
+        };
+        let page = t.query(&name, "u1", &options).await.expect("query");
+        assert_eq!(sort_keys(&page.items), expected, "prefix {prefix:?}");
+    }
 }
 
 /// Pages of at most `limit` items, chained by the cursor, give every item once in order.

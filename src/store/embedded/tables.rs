@@ -265,6 +265,61 @@ fn write_checked(
     Ok(item)
 }
 
+/// The statement and arguments of one page of a query (`limit` items, and one more to tell
+/// whether another page follows).
+fn query_sql(
+    table: &str,
+    partition: &str,
+    options: &QueryOptions,
+    limit: usize,
+) -> Result<(String, Vec<SqlValue>), TableError> {
+    let after = options.cursor.as_deref().map(decode_cursor).transpose()?;
+    let mut sql = String::from("SELECT sk, doc FROM items WHERE tbl = ? AND pk = ?");
+    let mut args: Vec<SqlValue> = vec![table.to_owned().into(), partition.to_owned().into()];
+    if let Some(after) = after {
+        sql.push_str(if options.descending {
+            " AND sk < ?"
+        } else {
+            " AND sk > ?"
+        });
+        args.push(after.into());
+    }
+    if let Some(prefix) = &options.sort_prefix {
+        // A range of the key, so the primary key's index finds the first match and
+        // the page ends at the last: no scan of the rest of the partition.
+        sql.push_str(" AND sk >= ?");
+        args.push(prefix.clone().into());
+        if let Some(end) = prefix_end(prefix) {
+            sql.push_str(" AND sk < ?");
+            args.push(end.into());
+        }
+    }
+    sql.push_str(if options.descending {
+        " ORDER BY sk DESC LIMIT ?"
+    } else {
+        " ORDER BY sk LIMIT ?"
+    });
+    // One more than a page tells whether another page follows.
+    args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
+    Ok((sql, args))
+}
+
+/// The least string above every string that starts with `prefix` (`None`: no such
+/// string, every string at or above `prefix` starts with it). SQLite compares text byte by
+/// byte, and UTF-8's byte order is the order of code points, so it is `prefix` with its last
+/// character replaced by the next one (dropping trailing `char::MAX`es).
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let next = (u32::from(last) + 1..=u32::from(char::MAX)).find_map(char::from_u32);
+        if let Some(next) = next {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
 /// The cursor is the last sort key returned, opaque to callers.
 fn encode_cursor(sk: &str) -> String {
     URL_SAFE_NO_PAD.encode(sk.as_bytes())
@@ -391,34 +446,7 @@ impl Tables for SqliteTables {
     ) -> Result<Page, TableError> {
         self.spec(table)?;
         let limit = options.limit.clamp(1, MAX_PAGE);
-        let after = options.cursor.as_deref().map(decode_cursor).transpose()?;
-        let mut sql = String::from("SELECT sk, doc FROM items WHERE tbl = ? AND pk = ?");
-        let mut args: Vec<SqlValue> = vec![table.to_owned().into(), partition.to_owned().into()];
-        if let Some(after) = after {
-            sql.push_str(if options.descending {
-                " AND sk < ?"
-            } else {
-                " AND sk > ?"
-            });
-            args.push(after.into());
-        }
-        if let Some(prefix) = &options.sort_prefix {
-            // substr counts characters, so the prefix is measured in characters too.
-            sql.push_str(" AND substr(sk, 1, ?) = ?");
-            args.push(
-                i64::try_from(prefix.chars().count())
-                    .unwrap_or(i64::MAX)
-                    .into(),
-            );
-            args.push(prefix.clone().into());
-        }
-        sql.push_str(if options.descending {
-            " ORDER BY sk DESC LIMIT ?"
-        } else {
-            " ORDER BY sk LIMIT ?"
-        });
-        // One more than a page tells whether another page follows.
-        args.push(i64::try_from(limit + 1).unwrap_or(i64::MAX).into());
+        let (sql, args) = query_sql(table, partition, options, limit)?;
         let (items, last, more) = self.db.read(|conn| {
             let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
             let mut rows = stmt.query(params_from_iter(args)).map_err(backend)?;
@@ -538,6 +566,49 @@ impl Tables for SqliteTables {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_prefix_ends_before_the_next_character() {
+        let top = char::MAX;
+        assert_eq!(prefix_end("a#").as_deref(), Some("a$"));
+        assert_eq!(prefix_end("é").as_deref(), Some("ê"));
+        assert_eq!(prefix_end(&format!("a{top}{top}")).as_deref(), Some("b"));
+        assert_eq!(prefix_end("\u{d7ff}").as_deref(), Some("\u{e000}"));
+        assert_eq!(prefix_end(&top.to_string()), None);
+        assert_eq!(prefix_end(""), None);
+    }
+
+    /// A query by prefix seeks the key's index to the first match and stops after the
+    /// last; it does not read the rest of the partition.
+    #[test]
+    fn a_query_by_prefix_is_a_range_of_the_primary_key() {
+        let conn = Connection::open_in_memory().unwrap();
+        for statement in SCHEMA {
+            conn.execute_batch(statement).unwrap();
+        }
+        let plan = |options: &QueryOptions| {
+            let (sql, args) = query_sql("t", "u1", options, 10).unwrap();
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt
+                .query_map(params_from_iter(args), |r| r.get::<_, String>(3))
+                .unwrap();
+            rows.collect::<Result<Vec<_>, _>>().unwrap().join("; ")
+        };
+        for descending in [false, true] {
+            let options = QueryOptions {
+                sort_prefix: Some("a#".into()),
+                descending,
+                cursor: Some(encode_cursor("a#1")),
+                ..QueryOptions::default()
+            };
+            let got = plan(&options);
+            assert!(
+                got.contains("USING PRIMARY KEY (tbl=? AND pk=? AND sk>? AND sk<?)"),
+                "{got}"
+            );
+            assert!(!got.contains("TEMP B-TREE"), "sorted by the index: {got}");
+        }
+    }
 
     #[test]
     fn a_condition_reads_only_its_attributes() {
