@@ -67,12 +67,18 @@ async fn throughput_at(dir: PathBuf, fs: &str, scale: Scale) -> anyhow::Result<R
         );
     }
     let submit_rate = n as f64 / started.elapsed().as_secs_f64();
+    let cpu = support::MachineCpu::now();
     let report = k8or_workers::drain(&ctx, &Stage::ALL, Duration::from_secs(3600)).await?;
+    let machine = cpu
+        .zip(support::MachineCpu::now())
+        .map_or_else(String::new, |(a, b)| {
+            format!("; the machine's CPU while it drains: {}", a.busy_since(b))
+        });
     check_published(&ctx, &ids).await?;
     let rate = n as f64 / report.elapsed.as_secs_f64();
     Ok(Row::new(
         format!(
-            "pipeline throughput, {n} jobs x {} B PNG, 4 stages, data on {fs}",
+            "pipeline throughput, {n} jobs x {} B PNG, 4 stages, data on {fs}{machine}",
             png.len()
         ),
         rate,

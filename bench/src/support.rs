@@ -243,6 +243,52 @@ pub fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The whole machine's CPU time so far, from the first line of `/proc/stat` (in ticks):
+/// what the kernel's own threads and interrupts spend is in it, which no process's CPU time
+/// shows (writeback, block I/O completions).
+#[derive(Debug, Clone, Copy)]
+pub struct MachineCpu {
+    user: u64,
+    system: u64,
+    idle: u64,
+}
+
+impl MachineCpu {
+    /// `None` where there is no procfs.
+    pub fn now() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let f: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .map(|v| v.parse().unwrap_or(0))
+            .collect();
+        // user nice system idle iowait irq softirq steal …
+        Some(Self {
+            user: f.first()? + f.get(1)?,
+            system: f.get(2)? + f.get(5)? + f.get(6)?,
+            idle: f.get(3)? + f.get(4)? + f.get(7).copied().unwrap_or(0),
+        })
+    }
+
+    /// "busy 91% (user 25%, system 66%)" between `self` and `later`.
+    pub fn busy_since(self, later: Self) -> String {
+        let user = later.user.saturating_sub(self.user) as f64;
+        let system = later.system.saturating_sub(self.system) as f64;
+        let total = user + system + later.idle.saturating_sub(self.idle) as f64;
+        if total == 0.0 {
+            return "busy ?".into();
+        }
+        format!(
+            "busy {:.0}% (user {:.0}%, system {:.0}%)",
+            (user + system) / total * 100.0,
+            user / total * 100.0,
+            system / total * 100.0
+        )
+    }
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name (which is in parentheses and may
 /// hold spaces); `None` where there is no procfs.
 fn proc_stat(pid: &str) -> Option<Vec<u64>> {
