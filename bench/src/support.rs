@@ -47,6 +47,25 @@ fn keep(dir: TempDir) -> anyhow::Result<PathBuf> {
 /// Where a memory-backed folder is, if this machine has one (Linux's `/dev/shm`).
 pub const RAM_FOLDER: &str = "/dev/shm";
 
+/// The memory-backed folder, if there is one with room for a pipeline run (a container's
+/// `/dev/shm` is often 64 MiB, too small for 2,000 jobs' SQLite files).
+pub fn ram_folder(room: u64) -> Option<&'static Path> {
+    let path = Path::new(RAM_FOLDER);
+    if filesystem(path) != "tmpfs" {
+        return None;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let fs = rustix::fs::statvfs(path).ok()?;
+        (fs.f_bavail.saturating_mul(fs.f_frsize) >= room).then_some(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = room;
+        None
+    }
+}
+
 /// The kind of filesystem `path` is on, for the table's labels: the disk's speed and
 /// quirks (ext4 without a journal: see [`FOLDERS`]) are part of what a figure measures.
 pub fn filesystem(path: &Path) -> &'static str {
