@@ -283,7 +283,8 @@ impl MachineCpu {
             .skip(1)
             .map(|v| v.parse().unwrap_or(0))
             .collect();
-        // user nice system idle iowait irq softirq steal …
+        // user nice system idle iowait irq softirq steal …; time the hypervisor gave to
+        // others (steal) is neither this machine's work nor free for it, counted with idle.
         Some(Self {
             user: f.first()? + f.get(1)?,
             system: f.get(2)? + f.get(5)? + f.get(6)?,
