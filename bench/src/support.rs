@@ -339,3 +339,33 @@ pub fn children_cpu_time() -> Option<std::time::Duration> {
     let f = proc_stat("self")?;
     Some(ticks(f.get(13)? + f.get(14)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_cpu_shares_are_of_the_time_between_two_readings() {
+        let a = MachineCpu {
+            user: 1_000,
+            system: 500,
+            idle: 9_000,
+        };
+        let b = MachineCpu {
+            user: 1_100,
+            system: 550,
+            idle: 9_050,
+        };
+        assert_eq!(a.busy_since(b), "busy 75% (user 50%, system 25%)");
+        assert_eq!(a.busy_since(a), "busy ?");
+        #[cfg(target_os = "linux")]
+        assert!(MachineCpu::now().is_some(), "/proc/stat is readable here");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn filesystems_are_named() {
+        assert_eq!(filesystem(Path::new("/proc")), "other fs");
+        assert_eq!(filesystem(Path::new("/no/such/folder")), "unknown fs");
+    }
+}
