@@ -20,6 +20,9 @@ use sha2::{Digest, Sha256};
 use crate::report::{Row, Target};
 use crate::{support, Scale};
 
+/// Runs of each side of the PNG comparison; the best of each counts.
+const PNG_RUNS: usize = 3;
+
 const MB: f64 = 1_000_000.0;
 
 pub async fn run(scale: Scale) -> anyhow::Result<Vec<Row>> {
@@ -68,24 +71,29 @@ fn run_blocking(scale: Scale) -> anyhow::Result<Vec<Row>> {
     let width = ((scale.png_pixels as f64 * 1.5).sqrt()) as u32;
     let height = u32::try_from(scale.png_pixels / u64::from(width))?;
     std::fs::write(&png, support::gradient_png(width, height))?;
-    let decode = {
+    // Each side the best of a few runs, alternating: one run of half a second moves with
+    // whatever else the machine does in it.
+    let (mut decode, mut took) = (Duration::MAX, Duration::MAX);
+    for _ in 0..PNG_RUNS {
         let started = Instant::now();
         let img = image::ImageReader::open(&png)?
             .with_guessed_format()?
             .decode()?;
         anyhow::ensure!(img.width() == width, "decoded the wrong picture");
-        started.elapsed()
-    };
-    let (inspection, took) = timed_inspect(&png)?;
-    anyhow::ensure!(
-        matches!(inspection.result, Ok(Verified::Picture { .. })),
-        "the generated PNG was refused: {:?}",
-        inspection.result
-    );
+        decode = decode.min(started.elapsed());
+        drop(img);
+        let (inspection, t) = timed_inspect(&png)?;
+        anyhow::ensure!(
+            matches!(inspection.result, Ok(Verified::Picture { .. })),
+            "the generated PNG was refused: {:?}",
+            inspection.result
+        );
+        took = took.min(t);
+    }
     let mp = f64::from(width) * f64::from(height) / 1e6;
     rows.push(
         Row::new(
-            format!("validate PNG, {mp:.1} MP ({width}x{height})"),
+            format!("validate PNG, {mp:.1} MP ({width}x{height}), best of {PNG_RUNS}"),
             took.as_secs_f64(),
             "s",
         )
