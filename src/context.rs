@@ -182,16 +182,18 @@ struct RedriveMark<'a> {
     stage: crate::job::Stage,
 }
 
+/// The job a dead letter carries (`None`: not a job envelope; such a letter still moves).
+fn job_of(d: &crate::store::Delivery) -> Option<uuid::Uuid> {
+    JobEnvelope::parse(&d.body).ok().map(|e| e.job_id)
+}
+
 impl crate::store::MoveRecord for RedriveMark<'_> {
     fn before_move<'a>(
         &'a self,
         d: &'a crate::store::Delivery,
     ) -> futures::future::BoxFuture<'a, Result<(), QueueError>> {
         Box::pin(async move {
-            let Ok(envelope) = JobEnvelope::parse(&d.body) else {
-                return Ok(());
-            };
-            let id = envelope.job_id;
+            let Some(id) = job_of(d) else { return Ok(()) };
             let (stage, letter) = (self.stage, d.message_id.as_str());
             match self
                 .jobs
@@ -212,10 +214,7 @@ impl crate::store::MoveRecord for RedriveMark<'_> {
         d: &'a crate::store::Delivery,
     ) -> futures::future::BoxFuture<'a, ()> {
         Box::pin(async move {
-            let Ok(envelope) = JobEnvelope::parse(&d.body) else {
-                return;
-            };
-            let id = envelope.job_id;
+            let Some(id) = job_of(d) else { return };
             let (stage, letter) = (self.stage, d.message_id.as_str());
             if let Err(e) = self
                 .jobs
