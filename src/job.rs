@@ -467,9 +467,7 @@ impl JobRecord {
         self.stage = Some(stage);
         self.attempt = 0;
         self.push(stage, JobStatus::Queued, None, None, 0);
-        if let Some(entry) = self.history.last_mut() {
-            entry.letter = Some(letter.to_owned());
-        }
+        self.name_letter(letter);
         true
     }
 
@@ -499,10 +497,15 @@ impl JobRecord {
             ),
             attempt,
         );
+        self.name_letter(letter);
+        true
+    }
+
+    /// Names the dead letter `letter` on the entry just pushed.
+    fn name_letter(&mut self, letter: &str) {
         if let Some(entry) = self.history.last_mut() {
             entry.letter = Some(letter.to_owned());
         }
-        true
     }
 
     /// Whether the job's last re-drive at `stage` moved the dead letter `letter`.
