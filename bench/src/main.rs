@@ -4,6 +4,10 @@
 use clap::Parser;
 use k8or_bench::{report, Scale, NAMES};
 
+/// The production binaries' allocator, so the stages run here as they do there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "k8or-bench", about = "k8or benchmarks on the embedded backend")]
 struct Cli {
