@@ -4,9 +4,7 @@
 
 use std::time::Duration;
 
-/// The stages allocate and free many small JSON values and strings per job: with glibc's
-/// malloc that was ~15% of the pipeline's CPU (perf); mimalloc took the embedded
-/// pipeline on tmpfs from 546–591 to 685–701 jobs/s (README, Benchmarks).
+/// mimalloc, set up by [`k8or_workers::allocator::configure`] (why: there).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -55,8 +53,14 @@ enum Command {
 /// How long the ready-made tokens printed at an embedded start are valid.
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    k8or_workers::allocator::configure();
+    tokio::runtime::Runtime::new()
+        .context("starting the runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load().context("loading the settings")?;
     match cli.command.unwrap_or(Command::Serve) {

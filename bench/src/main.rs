@@ -1,10 +1,12 @@
 //! `k8or-bench [--quick] all|queue|throughput|stages|latency|ingest|validate…`: runs the chosen
 //! benchmarks and prints the results table (Markdown, like the README's).
 
+use anyhow::Context as _;
 use clap::Parser;
 use k8or_bench::{report, Scale, NAMES};
 
-/// The production binaries' allocator, so the stages run here as they do there.
+/// The production binaries' allocator (`k8or_workers::allocator`), so the stages run here
+/// as they do there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -19,8 +21,14 @@ struct Cli {
     benchmarks: Vec<String>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    k8or_workers::allocator::configure();
+    tokio::runtime::Runtime::new()
+        .context("starting the runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let scale = if cli.quick { Scale::QUICK } else { Scale::FULL };
     let names: Vec<String> = if cli.benchmarks.iter().any(|b| b == "all") {

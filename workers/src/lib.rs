@@ -7,6 +7,7 @@
 //! - [`try_execute`]: one delivery, start to end (tests, tools).
 //! - [`monitor`]: the dead-letter monitor ([`run`] runs it beside the stage loops).
 
+pub mod allocator;
 pub mod monitor;
 pub mod runner;
 pub mod signals;
