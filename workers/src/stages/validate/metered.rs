@@ -3,8 +3,13 @@
 //! The archive walk already sha256-hashes every entry (for the blob digest checks); hashing
 //! the whole object on the same thread would hash every byte twice in a row. So a reader
 //! thread reads the source in chunks of at most [`CHUNK`], hashes each one, and hands it on
-//! (a shared `Bytes`, not a copy) over a channel of [`IN_FLIGHT`] chunks: memory stays flat
-//! whatever the object's size. The parsers read from the other end through [`Metered`].
+//! (moved, not copied) over a channel of [`IN_FLIGHT`] chunks: memory stays flat whatever
+//! the object's size. The parsers read from the other end through [`Metered`], and hand
+//! each chunk they are done with back to the reader thread, which fills it again: the same
+//! few buffers go round instead of a fresh megabyte per chunk, allocated on one thread and
+//! freed on the other (with the binaries' allocator set to give freed pages back at once,
+//! that had been a page fault per 4 KiB read: the 1 GiB archive check fell from
+//! 1,207–1,456 to 829–877 MB/s).
 //!
 //! It also keeps apart whether the *source* failed: a failing source (the blob store went
 //! away) is a retry, while data the parsers refuse is a rejection, and the two must not be
@@ -13,11 +18,10 @@
 use std::io::{self, Read};
 use std::panic;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender};
 use std::sync::Arc;
 use std::thread::{Scope, ScopedJoinHandle};
 
-use bytes::{Buf, Bytes};
 use sha2::{Digest, Sha256};
 
 /// The most read from the source at a time.
@@ -30,8 +34,12 @@ type Measured = io::Result<(u64, String)>;
 
 /// The parsers' end: a `Read` over the chunks the reader thread has hashed.
 pub struct Metered<'scope> {
-    chunks: Option<Receiver<io::Result<Bytes>>>,
-    current: Bytes,
+    chunks: Option<Receiver<io::Result<Vec<u8>>>>,
+    /// The chunk being read, and how far.
+    current: Vec<u8>,
+    at: usize,
+    /// Where read chunks go back to the reader thread.
+    spent: SyncSender<Vec<u8>>,
     reader: Option<ScopedJoinHandle<'scope, Measured>>,
     /// Set when the parsers give up (dropped without `finish`): the rest is not read.
     abandoned: Arc<AtomicBool>,
@@ -41,16 +49,24 @@ pub struct Metered<'scope> {
 }
 
 /// Reads the source to its end, hashing every chunk and passing it on while anyone listens.
+/// Each chunk is a buffer the parsers gave back, if there is one, else a new one.
 fn read_all<R: Read>(
     mut source: R,
-    chunks: SyncSender<io::Result<Bytes>>,
+    chunks: SyncSender<io::Result<Vec<u8>>>,
+    spent: Receiver<Vec<u8>>,
     abandoned: &AtomicBool,
 ) -> Measured {
     let mut hasher = Sha256::new();
     let mut bytes = 0u64;
     let mut listening = true;
+    // Once nobody listens, the one buffer the rest is measured in.
+    let mut kept: Option<Vec<u8>> = None;
     while !abandoned.load(Ordering::Relaxed) {
-        let mut chunk = Vec::with_capacity(CHUNK);
+        let mut chunk = kept
+            .take()
+            .or_else(|| spent.try_recv().ok())
+            .unwrap_or_else(|| Vec::with_capacity(CHUNK));
+        chunk.clear();
         // Fills the chunk unless the source ends first (retrying interrupted reads).
         if let Err(e) = (&mut source).take(CHUNK as u64).read_to_end(&mut chunk) {
             if listening {
@@ -65,8 +81,13 @@ fn read_all<R: Read>(
         }
         hasher.update(&chunk);
         bytes += chunk.len() as u64;
-        // Once the parsers are done the rest is only measured.
-        listening = listening && chunks.send(Ok(Bytes::from(chunk))).is_ok();
+        if !listening {
+            kept = Some(chunk);
+        } else if let Err(SendError(back)) = chunks.send(Ok(chunk)) {
+            // The parsers are done: the rest is only measured.
+            listening = false;
+            kept = back.ok();
+        }
     }
     Ok((bytes, hex::encode(hasher.finalize())))
 }
@@ -78,12 +99,16 @@ impl<'scope> Metered<'scope> {
         source: R,
     ) -> Self {
         let (tx, rx) = sync_channel(IN_FLIGHT);
+        // Room for every chunk there can be, so giving one back never waits.
+        let (spent, recycled) = sync_channel(IN_FLIGHT + 2);
         let abandoned = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&abandoned);
-        let reader = scope.spawn(move || read_all(source, tx, &flag));
+        let reader = scope.spawn(move || read_all(source, tx, recycled, &flag));
         Self {
             chunks: Some(rx),
-            current: Bytes::new(),
+            current: Vec::new(),
+            at: 0,
+            spent,
             reader: Some(reader),
             abandoned,
             source_error: None,
@@ -124,10 +149,17 @@ impl Read for Metered<'_> {
         if let Some(kind) = self.failed {
             return Err(io::Error::new(kind, "the source failed earlier"));
         }
-        if self.current.is_empty() && !buf.is_empty() {
+        if self.at == self.current.len() && !buf.is_empty() {
             let next = self.chunks.as_ref().and_then(|rx| rx.recv().ok());
             match next {
-                Some(Ok(chunk)) => self.current = chunk,
+                Some(Ok(chunk)) => {
+                    let done = std::mem::replace(&mut self.current, chunk);
+                    self.at = 0;
+                    if done.capacity() > 0 {
+                        // Full or gone only if the reader is done: then it is freed here.
+                        let _ = self.spent.try_send(done);
+                    }
+                }
                 Some(Err(e)) => {
                     self.failed = Some(e.kind());
                     self.source_error = Some(io::Error::new(e.kind(), e.to_string()));
@@ -137,9 +169,10 @@ impl Read for Metered<'_> {
                 None => return Ok(0),
             }
         }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current[..n]);
-        self.current.advance(n);
+        let rest = &self.current[self.at..];
+        let n = buf.len().min(rest.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        self.at += n;
         Ok(n)
     }
 }
