@@ -7,9 +7,9 @@
 //! the object's size. The parsers read from the other end through [`Metered`], and hand
 //! each chunk they are done with back to the reader thread, which fills it again: the same
 //! few buffers go round instead of a fresh megabyte per chunk, allocated on one thread and
-//! freed on the other (with the binaries' allocator set to give freed pages back at once,
-//! that had been a page fault per 4 KiB read: the 1 GiB archive check fell from
-//! 1,207–1,456 to 829–877 MB/s).
+//! freed on the other (with the binaries' allocator giving freed pages back soon, see
+//! `crate::allocator`, that is page faults on every chunk: with the delay at 0 the 1 GiB
+//! archive check had fallen from 1,207–1,456 to 829–877 MB/s).
 //!
 //! It also keeps apart whether the *source* failed: a failing source (the blob store went
 //! away) is a retry, while data the parsers refuse is a rejection, and the two must not be
