@@ -194,6 +194,17 @@ mod tests {
         assert!(has(&r, Check::UnknownFormat), "{r:?}");
     }
 
+    /// The rows are decoded to the end: a damaged byte deep in the pixel data is found.
+    #[test]
+    fn a_png_damaged_in_its_pixel_data_is_corrupt() {
+        let mut data = png(300, 200);
+        let idat = data.windows(4).position(|w| w == b"IDAT").unwrap();
+        let at = idat + 4 + (data.len() - idat) / 2;
+        data[at] ^= 0x55;
+        let r = problems_of(&data, &limits());
+        assert!(has(&r, Check::PictureCorrupt), "{r:?}");
+    }
+
     #[test]
     fn limits_are_checked_before_decoding() {
         let bomb = png_bomb(100_000, 100_000);

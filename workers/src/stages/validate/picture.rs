@@ -1,6 +1,8 @@
 //! Pictures: the header's size is checked against the limits before any pixel is decoded
 //! (a decompression bomb declares a huge size in a few bytes), then the whole picture is
-//! decoded, every frame of an animation included, under explicit decoder limits.
+//! decoded, every frame of an animation included, under explicit decoder limits. A PNG is
+//! decoded a row at a time into one row's buffer, as nothing keeps its pixels: the same
+//! checks as a whole decode, without 150 MB in memory for 50 megapixels.
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
@@ -97,6 +99,48 @@ fn decode_frames<'a>(
     true
 }
 
+/// A PNG decoder's failure as a problem, as [`decode_problem`] words an `image` one.
+fn png_problem(e: &png::DecodingError, problems: &mut Problems) {
+    match e {
+        png::DecodingError::LimitsExceeded => problems.push(
+            Check::PictureTooLarge,
+            "over the decoder limits: the memory limit was exceeded",
+        ),
+        other => problems.push(Check::PictureCorrupt, format!("cannot be decoded: {other}")),
+    }
+}
+
+/// Decodes a PNG's rows one after another into one row buffer, as `image` would decode
+/// them (`EXPAND`, the same memory limit) to the end of the image data; true if all did.
+fn decode_png_rows(
+    file: &File,
+    l: &ValidationLimits,
+    problems: &mut Problems,
+) -> std::io::Result<bool> {
+    let mut file = file.try_clone()?;
+    file.rewind()?;
+    let bytes = usize::try_from(l.max_alloc_bytes).unwrap_or(usize::MAX);
+    let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), png::Limits { bytes });
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = match decoder.read_info() {
+        Ok(reader) => reader,
+        Err(e) => {
+            png_problem(&e, problems);
+            return Ok(false);
+        }
+    };
+    loop {
+        match reader.next_row() {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(true),
+            Err(e) => {
+                png_problem(&e, problems);
+                return Ok(false);
+            }
+        }
+    }
+}
+
 /// Checks then decodes one picture from its spooled copy; `Some((width, height))` if valid.
 pub fn validate(
     format: PictureFormat,
@@ -159,7 +203,8 @@ pub fn validate(
         PictureFormat::Png => {
             let mut d = open!(PngDecoder::new(reader));
             let dims = checked!(d);
-            DynamicImage::from_decoder(d).map(|_| dims)
+            drop(d);
+            return Ok(decode_png_rows(file, l, problems)?.then_some(dims));
         }
         PictureFormat::Jpeg => {
             let mut d = open!(JpegDecoder::new(reader));
