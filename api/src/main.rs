@@ -4,10 +4,6 @@
 
 use std::time::Duration;
 
-/// mimalloc, set up by [`k8or_workers::allocator::configure`] (why: there).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use k8or::config::BackendKind;
@@ -15,6 +11,10 @@ use k8or::Settings;
 use k8or_api::auth::parse_ttl;
 use k8or_api::{secret, Application, Role, TokenKeys};
 use tokio_util::sync::CancellationToken;
+
+/// mimalloc, set up by [`k8or_workers::allocator::configure`] (why: there).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(

@@ -3,10 +3,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// mimalloc, set up by [`k8or_workers::allocator::configure`] (why: there).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use k8or::config::BackendKind;
@@ -17,6 +13,10 @@ use k8or_workers::runner::faults::Faults;
 use k8or_workers::{stages, telemetry, Tuning};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+/// mimalloc, set up by [`k8or_workers::allocator::configure`] (why: there).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
