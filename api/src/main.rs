@@ -54,10 +54,7 @@ enum Command {
 const DEV_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 
 fn main() -> anyhow::Result<()> {
-    k8or_workers::allocator::configure();
-    tokio::runtime::Runtime::new()
-        .context("starting the runtime")?
-        .block_on(run())
+    k8or_workers::allocator::main(run)
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -1,7 +1,6 @@
 //! `k8or-bench [--quick] all|queue|throughput|stages|latency|ingest|validate…`: runs the chosen
 //! benchmarks and prints the results table (Markdown, like the README's).
 
-use anyhow::Context as _;
 use clap::Parser;
 use k8or_bench::{report, Scale, NAMES};
 
@@ -22,10 +21,7 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
-    k8or_workers::allocator::configure();
-    tokio::runtime::Runtime::new()
-        .context("starting the runtime")?
-        .block_on(run())
+    k8or_workers::allocator::main(run)
 }
 
 async fn run() -> anyhow::Result<()> {

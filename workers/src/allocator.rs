@@ -4,6 +4,9 @@
 //! malloc that was ~15% of the pipeline's CPU (perf), and mimalloc took the embedded
 //! pipeline on tmpfs from 546–591 to 685–701 jobs/s (README, Benchmarks).
 
+use std::future::Future;
+
+use anyhow::Context as _;
 use libmimalloc_sys::{mi_option_set, mi_option_t};
 
 /// `mi_option_purge_delay` in mimalloc's `mi_option_e`: the bindings leave the options
@@ -23,6 +26,18 @@ const PURGE_DELAY_MS: std::ffi::c_long = 10;
 pub fn configure() {
     // SAFETY: sets one integer option; no other thread is running yet.
     unsafe { mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) }
+}
+
+/// A binary's `main`: sets the allocator up, then runs `run` on a multi-threaded runtime
+/// (what `#[tokio::main]` builds, which would start its threads first).
+pub fn main<F>(run: impl FnOnce() -> F) -> anyhow::Result<()>
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    configure();
+    tokio::runtime::Runtime::new()
+        .context("starting the runtime")?
+        .block_on(run())
 }
 
 #[cfg(test)]

@@ -196,10 +196,7 @@ async fn dlq_redrive(
 }
 
 fn main() -> anyhow::Result<()> {
-    k8or_workers::allocator::configure();
-    tokio::runtime::Runtime::new()
-        .context("starting the runtime")?
-        .block_on(run())
+    k8or_workers::allocator::main(run)
 }
 
 async fn run() -> anyhow::Result<()> {
