@@ -111,7 +111,8 @@ fn png_problem(e: &png::DecodingError, problems: &mut Problems) {
 }
 
 /// Decodes a PNG's rows one after another into one row buffer, as `image` would decode
-/// them (`EXPAND`, the same memory limit) to the end of the image data; true if all did.
+/// them (text chunks read, `EXPAND`, the same memory limit) to the end of the image data;
+/// true if all did.
 fn decode_png_rows(
     file: &File,
     l: &ValidationLimits,
@@ -121,6 +122,7 @@ fn decode_png_rows(
     file.rewind()?;
     let bytes = usize::try_from(l.max_alloc_bytes).unwrap_or(usize::MAX);
     let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), png::Limits { bytes });
+    decoder.set_ignore_text_chunk(false);
     decoder.set_transformations(png::Transformations::EXPAND);
     let mut reader = match decoder.read_info() {
         Ok(reader) => reader,
