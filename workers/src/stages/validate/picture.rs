@@ -4,8 +4,7 @@
 //! decoded a row at a time into one row's buffer, as nothing keeps its pixels: the same
 //! checks as a whole decode, without 150 MB in memory for 50 megapixels.
 
-use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 
 use image::codecs::gif::GifDecoder;
 use image::codecs::jpeg::JpegDecoder;
@@ -114,11 +113,10 @@ fn png_problem(e: &png::DecodingError, problems: &mut Problems) {
 /// them (text chunks read, `EXPAND`, the same memory limit) to the end of the image data;
 /// true if all did.
 fn decode_png_rows(
-    file: &File,
+    file: &mut (impl Read + Seek),
     l: &ValidationLimits,
     problems: &mut Problems,
 ) -> std::io::Result<bool> {
-    let mut file = file.try_clone()?;
     file.rewind()?;
     let bytes = usize::try_from(l.max_alloc_bytes).unwrap_or(usize::MAX);
     let mut decoder = png::Decoder::new_with_limits(BufReader::new(file), png::Limits { bytes });
@@ -146,13 +144,13 @@ fn decode_png_rows(
 /// Checks then decodes one picture from its spooled copy; `Some((width, height))` if valid.
 pub fn validate(
     format: PictureFormat,
-    file: &mut File,
+    file: &mut (impl Read + Seek),
     l: &ValidationLimits,
     problems: &mut Problems,
 ) -> std::io::Result<Option<(u32, u32)>> {
     let encoded = file.seek(SeekFrom::End(0))?;
     file.rewind()?;
-    let reader = BufReader::new(file.try_clone()?);
+    let reader = BufReader::new(&mut *file);
     // The JPEG decoder reads the whole file into memory first.
     if format == PictureFormat::Jpeg && encoded > l.max_alloc_bytes {
         problems.push(
