@@ -45,14 +45,17 @@ async fn check_published(ctx: &Context, ids: &[Uuid]) -> anyhow::Result<Vec<k8or
 pub async fn throughput(scale: Scale) -> anyhow::Result<Vec<Row>> {
     let dir = support::folder()?;
     let fs = support::filesystem(&dir);
-    let mut rows = vec![throughput_at(dir, fs, scale)
+    let disk = support::describe_disk(&dir)?;
+    let mut rows = vec![throughput_at(dir, &disk, scale)
         .await?
         .target(Target::AtLeast(500.0))];
     if fs != "tmpfs" {
         match support::ram_folder(RAM_ROOM) {
-            Some(ram) => rows.push(
-                throughput_at(support::folder_in(ram)?, "tmpfs, for comparison", scale).await?,
-            ),
+            Some(ram) => {
+                let dir = support::folder_in(ram)?;
+                let disk = format!("{}, for comparison", support::describe_disk(&dir)?);
+                rows.push(throughput_at(dir, &disk, scale).await?);
+            }
             None => eprintln!(
                 "no comparison run in memory: {} is not tmpfs or has under 1 GiB free",
                 support::RAM_FOLDER
@@ -103,7 +106,7 @@ async fn throughput_at(dir: PathBuf, fs: &str, scale: Scale) -> anyhow::Result<R
 pub async fn stages(scale: Scale) -> anyhow::Result<Vec<Row>> {
     let n = scale.pipeline_jobs;
     let dir = support::folder()?;
-    let fs = support::filesystem(&dir);
+    let fs = support::describe_disk(&dir)?;
     let ctx = support::context_at(dir, |_| {}).await?;
     let png = support::noise_png(PNG_BYTES);
     let mut ids = Vec::with_capacity(n);
