@@ -117,10 +117,11 @@ pub fn describe_disk(dir: &Path) -> anyhow::Result<String> {
     let cost = new_file_cost(dir)?;
     if cost > SLOW_NEW_FILE {
         eprintln!(
-            "note: a new file costs {:.3} ms in {} now (on a quiet disk here: under 0.05): \
-             files were deleted nearby in the last minutes, and the rows on this disk will \
-             carry that; for the software's own figure, run again after ~6 minutes without \
-             deletions",
+            "note: a new file costs {:.3} ms in {} now (under 0.05 on this project's \
+             machine when its disk is quiet); on ext4 without a journal the usual cause is \
+             thousands of files deleted nearby in the last minutes, which the rows on this \
+             disk will carry: for the software's own figure, run again after ~6 minutes \
+             without deletions",
             cost.as_secs_f64() * 1000.0,
             dir.display()
         );
