@@ -142,7 +142,9 @@ pub async fn stages(scale: Scale) -> anyhow::Result<Vec<Row>> {
 }
 
 pub async fn latency(scale: Scale) -> anyhow::Result<Vec<Row>> {
-    let ctx = support::context(|_| {}).await?;
+    let dir = support::folder()?;
+    let disk = support::describe_disk(&dir)?;
+    let ctx = support::context_at(dir, |_| {}).await?;
     let png = support::noise_png(PNG_BYTES);
     let stop = CancellationToken::new();
     let workers = tokio::spawn(k8or_workers::run(
@@ -192,18 +194,18 @@ pub async fn latency(scale: Scale) -> anyhow::Result<Vec<Row>> {
     );
     ms.sort_by(f64::total_cmp);
     let offered = format!(
-        "{}/s offered for {} s",
+        "{}/s offered for {} s, data on {disk}",
         scale.latency_rate, scale.latency_secs
     );
     Ok(vec![
         Row::new(
-            format!("pipeline latency p50 ({offered})"),
+            format!("pipeline latency p50, {offered}"),
             support::quantile(&ms, 0.5),
             "ms",
         )
         .target(Target::AtMost(20.0)),
         Row::new(
-            format!("pipeline latency p99 ({offered})"),
+            format!("pipeline latency p99, {offered}"),
             support::quantile(&ms, 0.99),
             "ms",
         )
