@@ -26,6 +26,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The data folders go however the run ends.
+    let _cleanup = k8or_bench::support::FolderCleanup;
     let scale = if cli.quick { Scale::QUICK } else { Scale::FULL };
     let names: Vec<String> = if cli.benchmarks.iter().any(|b| b == "all") {
         NAMES.iter().map(|s| (*s).to_owned()).collect()
@@ -39,7 +41,6 @@ async fn run() -> anyhow::Result<()> {
         eprint!("{}", report::table(&got));
         rows.extend(got);
     }
-    k8or_bench::support::remove_folders();
     println!("{}", report::table(&rows));
     Ok(())
 }

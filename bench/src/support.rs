@@ -135,7 +135,21 @@ pub fn describe_disk(dir: &Path) -> anyhow::Result<String> {
 
 /// Removes the run's temporary folders.
 pub fn remove_folders() {
-    FOLDERS.lock().expect("bench folders lock").clear();
+    FOLDERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
+}
+
+/// Calls [`remove_folders`] when dropped: the folders live in a static, which nothing
+/// drops when the process exits, so a run that ends early (an error, a failed test) would
+/// otherwise leave them behind, in `/dev/shm` holding memory.
+pub struct FolderCleanup;
+
+impl Drop for FolderCleanup {
+    fn drop(&mut self) {
+        remove_folders();
+    }
 }
 
 /// A provisioned embedded backend in a fresh temporary folder.
@@ -404,6 +418,21 @@ mod tests {
         assert_eq!(a.busy_since(a), "busy ?");
         #[cfg(target_os = "linux")]
         assert!(MachineCpu::now().is_some(), "/proc/stat is readable here");
+    }
+
+    #[test]
+    fn the_run_s_folders_go_when_the_cleanup_drops() {
+        let (a, b) = {
+            let _cleanup = FolderCleanup;
+            let a = folder().unwrap();
+            let b = folder().unwrap();
+            assert!(a.is_dir() && b.is_dir());
+            (a, b)
+        };
+        assert!(
+            !a.exists() && !b.exists(),
+            "{a:?} and {b:?} were left behind"
+        );
     }
 
     #[test]

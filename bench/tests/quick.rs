@@ -2,10 +2,13 @@
 //! end (jobs published, archives and pictures accepted, the table printed). No timing is
 //! asserted: the figures only have to be measured.
 
+use k8or_bench::support::FolderCleanup;
 use k8or_bench::{report, Scale};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmarks_run_at_tiny_sizes() {
+    // The runs' data folders, in TMPDIR and /dev/shm, go when the test ends, passed or not.
+    let _cleanup = FolderCleanup;
     let mut rows = Vec::new();
     for name in ["queue", "throughput", "latency", "validate"] {
         let got = k8or_bench::run(name, Scale::TINY)
