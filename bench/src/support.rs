@@ -100,7 +100,7 @@ const SLOW_NEW_FILE: Duration = Duration::from_micros(100);
 /// disk and up to about a millisecond within minutes of thousands of files deleted nearby
 /// (every new inode's allocation scans past the ones freed lately); a disk figure measured
 /// then carries that scan on every file it makes, so the rows print this beside it.
-pub fn new_file_cost(dir: &Path) -> anyhow::Result<Duration> {
+fn new_file_cost(dir: &Path) -> anyhow::Result<Duration> {
     let probe = dir.join("new-file-probe");
     std::fs::create_dir(&probe).with_context(|| format!("making {}", probe.display()))?;
     let data = [0u8; 4096];
@@ -134,7 +134,7 @@ pub fn describe_disk(dir: &Path) -> anyhow::Result<String> {
 }
 
 /// Removes the run's temporary folders.
-pub fn remove_folders() {
+fn remove_folders() {
     FOLDERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
