@@ -1,8 +1,8 @@
 //! No job lost or doubled under crashes and outages (issue 6), on the embedded backend with
 //! real `k8or-worker` processes where a process matters: SIGKILL at random moments, a
 //! poison message dead-lettered, recorded once and re-driven, the database locked away
-//! for longer than a visibility timeout, SIGTERM during a long validation, and the same
-//! message delivered twice at once.
+//! for longer than a visibility timeout, SIGTERM during a long validation, the same
+//! message delivered twice at once, and a validate re-run beside another job's image.
 
 #[path = "support/crash.rs"]
 mod crash;
@@ -681,4 +681,72 @@ async fn one_message_delivered_twice_at_once_has_its_effects_once() {
         .unwrap()
         .is_empty());
     check_once(&one, &jobs).await;
+}
+
+/// A validate run that renamed the upload into the app-image bucket and then failed
+/// (before its message was deleted) is run again: the re-run must find this job's own
+/// object under the shared `<uid>-<version>.<ext>` name, never another job's. Here an
+/// earlier job of the same image version is published as PNG, and the re-run job's image
+/// is a JPEG; a second job's upload was rejected once and deleted, then its message came
+/// back. The first job's image stays, byte for byte, through both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rerun_of_validate_never_takes_another_jobs_image_of_the_same_version() {
+    use k8or::store::blobs::read_all;
+
+    let (_dir, ctx) = pipeline::context(|_| {}).await;
+    let uid = pipeline::new_uid();
+    let request = || pipeline::request(&uid, "Shared Version", "v0-0-01");
+    let png = fixtures::png(16, 16);
+    let first = pipeline::submit(&ctx, request(), png.clone(), "image/png").await;
+    pipeline::drain(&ctx).await;
+    assert_eq!(
+        pipeline::job(&ctx, first.job_id).await.status,
+        JobStatus::Published
+    );
+    let bucket = ctx.settings.buckets.app_image.clone();
+    let png_key = format!("{uid}-v0-0-01.png");
+    let published = || async {
+        read_all(ctx.stores.blobs.as_ref(), &bucket, &png_key)
+            .await
+            .expect("the first job's image is still there")
+    };
+
+    // The same version again, as a JPEG, whose first validate run got as far as the rename.
+    let second = pipeline::submit(&ctx, request(), fixtures::jpeg(16, 16), "image/jpeg").await;
+    ctx.stores
+        .blobs
+        .rename(
+            &ctx.settings.buckets.temporary,
+            &second.image.temp_key,
+            &bucket,
+            &format!("{uid}-v0-0-01.jpg"),
+        )
+        .await
+        .unwrap();
+    pipeline::drain(&ctx).await;
+    let second = pipeline::job(&ctx, second.job_id).await;
+    assert_ne!(second.status, JobStatus::Rejected, "{:?}", second.error);
+    assert_eq!(
+        second.outputs["validation"]["objectKey"],
+        format!("{uid}-v0-0-01.jpg")
+    );
+    assert!(published().await == png);
+
+    // An upload rejected and deleted by a run whose rejection was never recorded: the
+    // re-run finds nothing of its own and deletes nothing of anyone else's.
+    let third = pipeline::submit(&ctx, request(), fixtures::truncated_png(), "image/png").await;
+    ctx.stores
+        .blobs
+        .delete(&ctx.settings.buckets.temporary, &third.image.temp_key)
+        .await
+        .unwrap();
+    pipeline::drain(&ctx).await;
+    let third = pipeline::job(&ctx, third.job_id).await;
+    assert_eq!(third.status, JobStatus::Rejected);
+    assert!(
+        format!("{:?}", third.error).contains("upload-missing"),
+        "{:?}",
+        third.error
+    );
+    assert!(published().await == png);
 }

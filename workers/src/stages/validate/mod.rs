@@ -43,30 +43,58 @@ struct Source {
     temporary: bool,
 }
 
-async fn locate(ctx: &Context, job: &JobRecord) -> Result<Option<Source>, StageError> {
+/// The job's upload, read and inspected: from the temporary bucket (its key is the job's
+/// own), or else from the app-image bucket where an earlier run of this job renamed it
+/// before it could finish. The app-image name `<uid>-<version>.<ext>` is shared by every
+/// job of that image version, so an object there counts only if its size and sha256 are
+/// the ones the intake recorded for this job: another job's image is never read as this
+/// one's, nor deleted with a rejection of this one. `None`: the upload is gone.
+async fn find_upload(
+    ctx: &Context,
+    job: &JobRecord,
+) -> Result<Option<(Source, Inspection)>, StageError> {
     let buckets = &ctx.settings.buckets;
     let blobs = &ctx.stores.blobs;
+    let temporary = Source {
+        bucket: buckets.temporary.clone(),
+        key: job.image.temp_key.clone(),
+        temporary: true,
+    };
     if blobs
-        .head(&buckets.temporary, &job.image.temp_key)
+        .head(&temporary.bucket, &temporary.key)
         .await?
         .is_some()
     {
-        return Ok(Some(Source {
-            bucket: buckets.temporary.clone(),
-            key: job.image.temp_key.clone(),
-            temporary: true,
-        }));
+        let inspection = inspect_object(ctx, &temporary).await?;
+        return Ok(Some((temporary, inspection)));
+    }
+    if job.image.sha256.is_empty() {
+        // Nothing to tell this job's bytes from another's by.
+        return Ok(None);
     }
     let version = &job.request.image_metadata.image_version;
     for ext in EXTENSIONS {
         let key = object_key(&job.image_uid, version, ext);
-        if check_key(&key).is_ok() && blobs.head(&buckets.app_image, &key).await?.is_some() {
-            return Ok(Some(Source {
-                bucket: buckets.app_image.clone(),
-                key,
-                temporary: false,
-            }));
+        if check_key(&key).is_err() {
+            continue;
         }
+        let same_size = blobs
+            .head(&buckets.app_image, &key)
+            .await?
+            .is_some_and(|info| info.size == job.image.size);
+        if !same_size {
+            continue;
+        }
+        let source = Source {
+            bucket: buckets.app_image.clone(),
+            key,
+            temporary: false,
+        };
+        let inspection = inspect_object(ctx, &source).await?;
+        if job.image.sha256.eq_ignore_ascii_case(&inspection.sha256) {
+            return Ok(Some((source, inspection)));
+        }
+        info!(key = %source.key, "an object of the same name and size holds another upload; left it");
     }
     Ok(None)
 }
@@ -129,13 +157,12 @@ impl StageHandler for Validate {
         _env: &JobEnvelope,
         ctx: &Context,
     ) -> Result<Outcome, StageError> {
-        let Some(source) = locate(ctx, job).await? else {
+        let Some((source, inspection)) = find_upload(ctx, job).await? else {
             return Err(StageError::reject(format!(
                 "{}: the upload is no longer in the temporary bucket",
                 Check::UploadMissing
             )));
         };
-        let inspection = inspect_object(ctx, &source).await?;
         let mut problems = match &inspection.result {
             Ok(_) => Problems::default(),
             Err(p) => p.clone(),
@@ -144,7 +171,8 @@ impl StageHandler for Validate {
         let verified = match inspection.result {
             Ok(v) if problems.is_empty() => v,
             _ => {
-                // Nothing of a rejected upload is kept, wherever it was read from.
+                // Nothing of a rejected upload is kept, wherever it was read from (only ever
+                // this job's own bytes: `find_upload`).
                 ctx.stores.blobs.delete(&source.bucket, &source.key).await?;
                 return Err(StageError::Permanent(problems.reasons()));
             }
