@@ -17,7 +17,7 @@ use std::time::Duration;
 use chrono::Utc;
 use k8or::audit::NewEvent;
 use k8or::job::StoredImage;
-use k8or::model::{check_upload, EventType, FieldError, UploadRequest};
+use k8or::model::{check_stored_size, check_upload, EventType, FieldError, UploadRequest};
 use k8or::pid::{known, Pid};
 use k8or::store::Key;
 use k8or::{Context, JobEnvelope, JobRecord, Stage};
@@ -71,6 +71,9 @@ pub async fn prepare(
         return Err(ApiError::Validation(errors));
     }
     strip_image_bytes(&mut request);
+    if let Some(too_big) = check_stored_size("metadata", &request) {
+        return Err(ApiError::Validation(vec![too_big]));
+    }
     Ok(Prepared {
         job_id: Uuid::now_v7(),
         username: caller.username.clone(),

@@ -14,6 +14,6 @@ pub use events::{ErrorItem, EventItem, EventMetadata, EventType};
 pub use image::{ImageMetadata, ImageVersion, KeyValue, UserMetadata};
 pub use kustomize::{base_template, BaseKustomizeItem, KustomizeItem};
 pub use post::{PostData, PostMeta, PostMetadata};
-pub use rules::{check_image_metadata, check_upload, FieldError};
+pub use rules::{check_image_metadata, check_stored_size, check_upload, FieldError};
 pub use static_data::{FilterCriteria, StaticDataItem};
 pub use upload::{UidRequest, UploadRequest};

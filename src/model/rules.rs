@@ -34,6 +34,11 @@ pub mod bounds {
     pub const POST_META: usize = 50;
     pub const META_KEY: usize = 255;
     pub const META_VALUE: usize = 4_096;
+    /// Bytes of the metadata as stored (JSON, images sent as data URLs taken out). The
+    /// fields' own bounds add up to megabytes, and a job record (the request, plus
+    /// kustomize's rendered manifests and YAML, which repeat its values) must stay under
+    /// DynamoDB's 400 KB per item, as must the events that carry the image metadata.
+    pub const STORED: usize = 64 * 1024;
 }
 
 /// One broken rule: which field, and why, in plain words.
@@ -400,6 +405,21 @@ fn check_post(c: &mut Checker, p: &PostMetadata) {
             bounds::META_VALUE,
         );
     }
+}
+
+/// The size rule of what is stored: `value` as JSON must fit in [`bounds::STORED`] bytes.
+/// `field` names it in the error (the request as a whole, or `imageMetadata`).
+pub fn check_stored_size<T: Serialize>(field: &str, value: &T) -> Option<FieldError> {
+    let size = serde_json::to_vec(value).map_or(usize::MAX, |json| json.len());
+    (size > bounds::STORED).then(|| {
+        FieldError::new(
+            field,
+            format!(
+                "is {size} bytes as JSON (images sent as data URLs not counted); at most {} are kept with a job",
+                bounds::STORED
+            ),
+        )
+    })
 }
 
 /// Every rule of a submission: its PID (if sent), image, user and post metadata, and the

@@ -107,6 +107,7 @@ async fn from_multipart(
         content_type: field.content_type().map(str::to_owned),
         file_name: field.file_name().map(str::to_owned),
     };
+    check_declared(&declared)?;
     let image = temp_image::store_field(ctx, &prepared, field, declared).await?;
     // A part after the image would be silently lost: refuse it, and the stored image.
     let trailing = match multipart.next_field().await {
@@ -122,6 +123,35 @@ async fn from_multipart(
     };
     temp_image::delete_blob(ctx, &image.temp_key).await;
     Err(trailing)
+}
+
+/// Longest file name or content type kept from the image part's headers (a file name's
+/// limit on Linux; both go into the job record).
+const DECLARED_MAX: usize = 255;
+
+/// The image part's declared name and type are stored with the job: bounded, as the
+/// metadata is, before a byte of the image is read.
+fn check_declared(declared: &Declared) -> Result<(), ApiError> {
+    let errors: Vec<FieldError> = [
+        ("image.filename", &declared.file_name),
+        ("image.contentType", &declared.content_type),
+    ]
+    .into_iter()
+    .filter_map(|(field, value)| {
+        let len = value.as_deref().map_or(0, str::len);
+        (len > DECLARED_MAX).then(|| {
+            FieldError::new(
+                field,
+                format!("must be at most {DECLARED_MAX} bytes (got {len})"),
+            )
+        })
+    })
+    .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
 }
 
 fn missing(part: &str, what: &str) -> ApiError {

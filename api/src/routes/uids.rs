@@ -3,10 +3,11 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use k8or::model::{check_image_metadata, UidRequest};
+use k8or::model::{check_image_metadata, check_stored_size, UidRequest};
 use k8or::pid::known;
 
 use crate::auth::Caller;
+use crate::data_url::is_data_url;
 use crate::docs::UidRequestDoc;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
@@ -24,7 +25,12 @@ async fn assign(
     // A UID request asks for a new UID; one sent along is not the caller's to choose.
     let mut image = req.image_metadata;
     image.image_uid = None;
-    let errors = check_image_metadata(&image);
+    let mut errors = check_image_metadata(&image);
+    // The events keep the metadata, not an image sent along as a data URL.
+    if image.image.as_deref().is_some_and(is_data_url) {
+        image.image = None;
+    }
+    errors.extend(check_stored_size("imageMetadata", &image));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }

@@ -426,3 +426,70 @@ async fn a_failed_enqueue_undoes_the_job_the_event_and_the_blob() {
     let depth = app.ctx.stores.queue.depth(real_queue).await.unwrap();
     assert_eq!(depth.visible, 0);
 }
+
+/// The fields' own bounds add up to megabytes; what a job stores must stay under what one
+/// DynamoDB item holds (with kustomize's output beside it), so the whole is bounded too,
+/// before the image is read. Images sent as data URLs do not count: they are not kept.
+#[tokio::test]
+async fn metadata_too_big_to_keep_is_422_and_stores_nothing() {
+    let app = spawn_app().await;
+    let mut meta = metadata();
+    meta["postMetadata"]["postData"]["post_content_filtered"] = json!("x".repeat(70_000));
+    let body = rejected(&app, &meta.to_string(), 422, "validation-failed").await;
+    assert_eq!(fields(&body), ["metadata"]);
+
+    // Three values, each within its own bound (32,768), over the whole's.
+    let mut meta = metadata();
+    meta["imageMetadata"]["envVars"] = json!([
+        {"key": "A", "value": "a".repeat(30_000)},
+        {"key": "B", "value": "b".repeat(30_000)},
+        {"key": "C", "value": "c".repeat(30_000)},
+    ]);
+    let body = rejected(&app, &meta.to_string(), 422, "validation-failed").await;
+    assert_eq!(fields(&body), ["metadata"]);
+
+    // Just under: kept.
+    let mut meta = metadata();
+    meta["imageMetadata"]["envVars"] = json!([{"key": "A", "value": "a".repeat(30_000)}]);
+    accepted(app.submit(&app.user_token(), &meta).await).await;
+}
+
+#[tokio::test]
+async fn an_overlong_file_name_or_type_of_the_image_is_422_and_stores_nothing() {
+    use reqwest::multipart::{Form, Part};
+    let app = spawn_app().await;
+    for (name, mime, field) in [
+        (
+            "n".repeat(256) + ".png",
+            "image/png".to_owned(),
+            "image.filename",
+        ),
+        (
+            "trolls.png".to_owned(),
+            format!("image/png; x={}", "y".repeat(300)),
+            "image.contentType",
+        ),
+    ] {
+        let form = Form::new()
+            .part(
+                "metadata",
+                Part::text(metadata().to_string())
+                    .mime_str("application/json")
+                    .unwrap(),
+            )
+            .part(
+                "image",
+                Part::bytes(png()).file_name(name).mime_str(&mime).unwrap(),
+            );
+        let res = reqwest::Client::new()
+            .post(app.url("/api/v1/jobs"))
+            .bearer_auth(app.user_token())
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let body = error_body(res, 422, "validation-failed").await;
+        assert_eq!(fields(&body), [field]);
+        app.assert_nothing_stored(USER).await;
+    }
+}

@@ -146,3 +146,39 @@ async fn an_oversized_json_body_is_413() {
         .unwrap()
         .is_empty());
 }
+
+/// The request's image metadata goes into two events: bounded as a whole, like a job's.
+/// An image sent along as a data URL is not kept, so it does not count.
+#[tokio::test]
+async fn image_metadata_too_big_to_keep_is_422_and_a_data_url_is_not_kept() {
+    let app = spawn_app().await;
+    let mut req = seed_request();
+    req["imageMetadata"]["envVars"] = json!([
+        {"key": "A", "value": "a".repeat(30_000)},
+        {"key": "B", "value": "b".repeat(30_000)},
+        {"key": "C", "value": "c".repeat(30_000)},
+    ]);
+    let res = app
+        .post_json("/api/v1/uids", Some(&app.user_token()), &req)
+        .await;
+    let body = error_body(res, 422, "validation-failed").await;
+    assert_eq!(fields(&body), ["imageMetadata"]);
+
+    let mut req = seed_request();
+    req["imageMetadata"]["image"] = json!(format!(
+        "data:image/png;base64,{}",
+        "iVBORw0KGgo".repeat(10_000)
+    ));
+    let res = app
+        .post_json("/api/v1/uids", Some(&app.user_token()), &req)
+        .await;
+    assert_eq!(res.status(), 201);
+    let requested = app
+        .ctx
+        .audit
+        .events_of(USER, Some(EventType::ImageUidRequested))
+        .await
+        .unwrap();
+    assert_eq!(requested.len(), 1);
+    assert!(requested[0].image_metadata.image.is_none());
+}
