@@ -378,6 +378,50 @@ async fn the_heartbeat_keeps_a_long_job_from_other_workers() {
     assert_eq!(depth(&ctx).await, QueueDepth::default());
 }
 
+/// The settings' visibility timeout (what the heartbeat is paced by) holds even where the
+/// queue was provisioned with a shorter one and not provisioned again since (production
+/// queues are provisioned by an operator, not by every worker start).
+#[tokio::test]
+async fn a_message_stays_hidden_for_the_configured_timeout_not_the_queues() {
+    let (_dir, provisioned) = context(|s| s.stages.validate.visibility_timeout_secs = 1).await;
+    let mut settings = (*provisioned.settings).clone();
+    settings.stages.validate.visibility_timeout_secs = 60;
+    let ctx = Context::new(settings, provisioned.stores.clone());
+    submit(&ctx).await;
+    let held = Arc::new(Held {
+        started: Notify::new(),
+        finish: Notify::new(),
+    });
+    let stop = CancellationToken::new();
+    let runner = tokio::spawn(run_handlers(
+        ctx.clone(),
+        vec![held.clone() as SharedHandler],
+        stop.clone().cancelled_owned(),
+        RunOptions::default(),
+    ));
+    held.started.notified().await;
+    // Three of the queue's timeouts, well inside the configured one's first beat (20 s).
+    let options = ReceiveOptions {
+        max_messages: 10,
+        wait: Duration::from_secs(3),
+        visibility_timeout: None,
+    };
+    let stolen = ctx
+        .stores
+        .queue
+        .receive(&queue(&ctx), &options)
+        .await
+        .unwrap();
+    assert!(
+        stolen.is_empty(),
+        "another worker got a message in progress: {stolen:?}"
+    );
+    held.finish.notify_one();
+    stop.cancel();
+    runner.await.unwrap().unwrap();
+    assert_eq!(depth(&ctx).await, QueueDepth::default());
+}
+
 #[tokio::test]
 async fn shutdown_releases_what_did_not_finish_in_the_grace_period() {
     let (_dir, ctx) = context(|s| s.stages.validate.visibility_timeout_secs = 600).await;

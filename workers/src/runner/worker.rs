@@ -150,10 +150,13 @@ async fn stage_loop(
                 Err(_) => break,
             }
         }
+        // The configured timeout, not the queue's own: the heartbeat is paced by it, and a
+        // queue provisioned with another one (settings changed since) would hand the
+        // message to another worker before the first beat.
         let receive = ReceiveOptions {
             max_messages: slots.len(),
             wait,
-            visibility_timeout: None,
+            visibility_timeout: Some(cfg.visibility_timeout()),
         };
         let started = Instant::now();
         let received = tokio::select! {
