@@ -4,6 +4,14 @@
 //! 408, the router's 404 or 405 — gets the fixed body with the PID of the service that
 //! failed, and an item in the user-error-log table under the token's username (or
 //! `anonymous`), keyed by the request id.
+//!
+//! Anyone can make errors without a token, and each would be a table write under one
+//! partition key: at most [`ANONYMOUS_PER_MINUTE`] anonymous errors are recorded per
+//! process and minute. The rest are only counted (`k8or_errors_unrecorded_total`) and
+//! traced, as every request is.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
@@ -14,9 +22,45 @@ use k8or::pid::{known, Pid};
 
 use crate::error::ErrorReport;
 use crate::state::AppState;
+use crate::telemetry;
 
 /// Routes whose failures are not user errors (probes and scrapes would flood the log).
 const UNLOGGED: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Anonymous errors recorded per process and minute.
+pub const ANONYMOUS_PER_MINUTE: u32 = 60;
+
+/// How many anonymous errors this minute has recorded (a fixed window: at most twice the
+/// rate across a window's edge, which is all a flood guard needs).
+#[derive(Debug)]
+pub struct AnonymousBudget {
+    window: Mutex<(Instant, u32)>,
+}
+
+impl Default for AnonymousBudget {
+    fn default() -> Self {
+        Self {
+            window: Mutex::new((Instant::now(), 0)),
+        }
+    }
+}
+
+impl AnonymousBudget {
+    /// Takes one from this minute's budget; `false` if it is spent.
+    pub fn take(&self) -> bool {
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if now.duration_since(window.0) >= Duration::from_secs(60) {
+            *window = (now, 0);
+        }
+        if window.1 < ANONYMOUS_PER_MINUTE {
+            window.1 += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
 
 /// The error PID of the service a route stands for: the image path is the validator's
 /// (`c12bms03`), everything else the Portal Upload Logic's (`c8bms06`).
@@ -54,7 +98,11 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     let route = route.as_deref().unwrap_or("unmatched");
     let pid = error_pid(&method, route);
     if !UNLOGGED.contains(&route) {
-        record(&state, &report, pid, username.as_deref(), &request_id).await;
+        if username.is_some() || state.anonymous_errors.take() {
+            record(&state, &report, pid, username.as_deref(), &request_id).await;
+        } else {
+            telemetry::error_unrecorded();
+        }
     }
     let mut rendered = report.render(pid);
     for (name, value) in response.headers() {

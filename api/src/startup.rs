@@ -80,6 +80,7 @@ impl Application {
             ctx: Context::new(settings, stores),
             keys: Arc::new(TokenKeys::new(secret.bytes())),
             metrics: telemetry::prometheus(),
+            anonymous_errors: Arc::default(),
         };
         let router = routes::router(state.clone())?;
         Ok(Self {

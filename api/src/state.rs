@@ -1,5 +1,6 @@
 //! What every handler gets: the shared context (settings, stores, job and audit tables),
-//! the token keys and the metrics handle. Cloned per request; everything inside is `Arc`.
+//! the token keys, the metrics handle and the budget of anonymous error items. Cloned per
+//! request; everything inside is `Arc`.
 
 use std::sync::Arc;
 
@@ -7,10 +8,12 @@ use k8or::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::TokenKeys;
+use crate::envelope::AnonymousBudget;
 
 #[derive(Clone)]
 pub struct AppState {
     pub ctx: Context,
     pub keys: Arc<TokenKeys>,
     pub metrics: PrometheusHandle,
+    pub anonymous_errors: Arc<AnonymousBudget>,
 }

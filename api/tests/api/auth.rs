@@ -145,3 +145,28 @@ fn the_aws_backend_needs_a_configured_secret() {
     .unwrap();
     assert_eq!(claims["sub"], "jamesbond");
 }
+
+/// Errors without a token cost a table write each under one key, and anyone can make
+/// them: a minute records at most `ANONYMOUS_PER_MINUTE`, the rest are only counted. A
+/// user's own errors are always recorded.
+#[tokio::test]
+async fn anonymous_errors_are_recorded_up_to_a_budget_then_only_counted() {
+    let app = spawn_app().await;
+    let budget = k8or_api::ANONYMOUS_PER_MINUTE as usize;
+    for _ in 0..budget + 5 {
+        error_body(app.get("/api/v1/users", None).await, 401, "unauthorized").await;
+    }
+    let recorded = app.ctx.audit.errors_of("anonymous").await.unwrap();
+    assert_eq!(recorded.len(), budget);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let unrecorded = metrics
+        .lines()
+        .find(|l| l.starts_with("k8or_errors_unrecorded_total"))
+        .expect("the counter is exposed");
+    let n: f64 = unrecorded.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 5.0, "{unrecorded}");
+
+    let res = app.get("/api/v1/dlq", Some(&app.user_token())).await;
+    error_body(res, 403, "forbidden").await;
+    assert_eq!(app.ctx.audit.errors_of(USER).await.unwrap().len(), 1);
+}
