@@ -3,6 +3,7 @@
 //! empty or refused image leaves no object behind.
 
 use std::io;
+use std::time::Duration;
 
 use axum::extract::multipart::{Field, MultipartError};
 use bytes::Bytes;
@@ -19,6 +20,56 @@ use crate::telemetry;
 /// Chunks in flight between the request body and the blob store: this, times the chunk
 /// size, is all the upload memory a request holds.
 const PIPE_CHUNKS: usize = 8;
+
+/// How long after a dropped request its image is deleted a second time: a put cut off in
+/// its last step (the folder store's rename in its blocking task, S3's
+/// CompleteMultipartUpload already sent) may still land after the first delete.
+const LATE_LANDING: Duration = Duration::from_secs(60);
+
+/// The image of a request in the temporary bucket, not yet held by a job. If the request
+/// is dropped before [`claim`](Self::claim) (the client went away, or the 408 layer fired
+/// while the image was stored or a part after it was awaited), the object is deleted
+/// from a task of its own, at once and again after [`LATE_LANDING`]: nothing else would
+/// ever delete it. Its key is the request's own job id, so no one else's object is hit.
+pub struct Unclaimed {
+    ctx: Context,
+    key: String,
+    claimed: bool,
+}
+
+impl Unclaimed {
+    pub fn new(ctx: &Context, prepared: &Prepared) -> Self {
+        Self {
+            ctx: ctx.clone(),
+            key: prepared.temp_key(),
+            claimed: false,
+        }
+    }
+
+    /// The image is the job's now (`intake::commit` cleans up after its own failures), or
+    /// the request has deleted it itself.
+    pub fn claim(mut self) {
+        self.claimed = true;
+    }
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if self.claimed {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (ctx, key) = (self.ctx.clone(), std::mem::take(&mut self.key));
+        tracing::info!(%key, "a request ended before its image was handed to a job; deleting it");
+        runtime.spawn(async move {
+            delete_blob(&ctx, &key).await;
+            tokio::time::sleep(LATE_LANDING).await;
+            delete_blob(&ctx, &key).await;
+        });
+    }
+}
 
 /// What the client declared about the image part.
 #[derive(Debug, Default, Clone)]

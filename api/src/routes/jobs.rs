@@ -17,7 +17,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::extract::{content_type, is_json, is_multipart, parse_json, ApiQuery};
 use crate::intake::{self, Prepared};
 use crate::state::AppState;
-use crate::temp_image::{self, multipart_error, Declared};
+use crate::temp_image::{self, multipart_error, Declared, Unclaimed};
 use crate::views::{JobListQuery, JobPage, JobView};
 
 const DEFAULT_PAGE: usize = 20;
@@ -108,10 +108,15 @@ async fn from_multipart(
         file_name: field.file_name().map(str::to_owned),
     };
     check_declared(&declared)?;
+    let unclaimed = Unclaimed::new(ctx, &prepared);
     let image = temp_image::store_field(ctx, &prepared, field, declared).await?;
     // A part after the image would be silently lost: refuse it, and the stored image.
     let trailing = match multipart.next_field().await {
-        Ok(None) => return Ok((prepared, image)),
+        Ok(None) => {
+            // No await from here to the job's commit task: the image cannot be dropped.
+            unclaimed.claim();
+            return Ok((prepared, image));
+        }
         Ok(Some(field)) => ApiError::BadRequest {
             code: "invalid-multipart",
             message: format!(
@@ -122,6 +127,7 @@ async fn from_multipart(
         Err(e) => multipart_error(e),
     };
     temp_image::delete_blob(ctx, &image.temp_key).await;
+    unclaimed.claim();
     Err(trailing)
 }
 
@@ -234,7 +240,9 @@ async fn from_json(
         content_type: decoded.media_type,
         file_name: None,
     };
+    let unclaimed = Unclaimed::new(ctx, &prepared);
     let image = temp_image::store_bytes(ctx, &prepared, decoded.bytes, declared).await?;
+    unclaimed.claim();
     Ok((prepared, image))
 }
 

@@ -493,3 +493,44 @@ async fn an_overlong_file_name_or_type_of_the_image_is_422_and_stores_nothing() 
         app.assert_nothing_stored(USER).await;
     }
 }
+
+/// The image is stored, then the request stalls where a part after it could begin, until
+/// the request timeout answers 408 and drops the handler: the stored image must not stay
+/// in the temporary bucket with no job to ever delete it.
+#[tokio::test]
+async fn a_request_cut_off_after_its_image_is_stored_leaves_no_blob() {
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    let app = spawn_app_with(|s| s.limits.request_timeout_secs = 1).await;
+    let boundary = "k8orTestBoundary";
+    let mut sent = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\
+         Content-Type: application/json\r\n\r\n{}\r\n--{boundary}\r\n\
+         Content-Disposition: form-data; name=\"image\"; filename=\"t.png\"\r\n\
+         Content-Type: image/png\r\n\r\n",
+        metadata()
+    )
+    .into_bytes();
+    sent.extend(png());
+    sent.extend(format!("\r\n--{boundary}\r\nContent-Disposition: form-da").as_bytes());
+    let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(sent))])
+        .chain(futures::stream::pending());
+    let res = reqwest::Client::new()
+        .post(app.url("/api/v1/jobs"))
+        .bearer_auth(app.user_token())
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(reqwest::Body::wrap_stream(body))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 408);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !app.temp_blobs().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.assert_nothing_stored(USER).await;
+}
