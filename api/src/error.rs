@@ -41,8 +41,9 @@ pub enum ApiError {
     Timeout,
     #[error("{0}")]
     Conflict(String),
-    #[error("the body is over the {limit}-byte limit")]
-    PayloadTooLarge { limit: u64 },
+    /// `limit`: the limit in bytes, where the code that refused the body knows it.
+    #[error("the body is over the {}", size_limit(.limit))]
+    PayloadTooLarge { limit: Option<u64> },
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("the request breaks {} rule(s)", .0.len())]
@@ -60,6 +61,10 @@ pub enum ApiError {
     /// Anything else. The cause is logged, never shown.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+fn size_limit(limit: &Option<u64>) -> String {
+    limit.map_or_else(|| "size limit".to_owned(), |n| format!("{n}-byte limit"))
 }
 
 impl ApiError {
@@ -145,7 +150,7 @@ impl ErrorReport {
     /// or the router).
     pub fn from_status(status: StatusCode) -> Self {
         let error = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: 0 },
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit: None },
             StatusCode::NOT_FOUND => ApiError::NotFound("no such route".into()),
             StatusCode::METHOD_NOT_ALLOWED => {
                 ApiError::MethodNotAllowed("this route does not take that method".into())
@@ -285,7 +290,7 @@ impl From<JobsError> for ApiError {
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> Self {
         match e {
-            BlobError::TooLarge { limit } => Self::PayloadTooLarge { limit },
+            BlobError::TooLarge { limit } => Self::PayloadTooLarge { limit: Some(limit) },
             e if e.is_retryable() => Self::Unavailable(e.to_string()),
             e => Self::internal(e),
         }
@@ -305,7 +310,7 @@ mod tests {
             (ApiError::Forbidden("no".into()), 403, "forbidden"),
             (ApiError::UnknownIcao("1".into()), 404, "unknown-icao-code"),
             (
-                ApiError::PayloadTooLarge { limit: 1 },
+                ApiError::PayloadTooLarge { limit: Some(1) },
                 413,
                 "payload-too-large",
             ),

@@ -30,7 +30,7 @@ where
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit: 0 }
+                ApiError::PayloadTooLarge { limit: None }
             } else {
                 ApiError::BadRequest {
                     code: "bad-request",

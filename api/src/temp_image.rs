@@ -143,7 +143,7 @@ pub async fn store_bytes(
     }
     let limit = ctx.settings.limits.upload_max_bytes;
     if bytes.len() as u64 > limit {
-        return Err(ApiError::PayloadTooLarge { limit });
+        return Err(ApiError::PayloadTooLarge { limit: Some(limit) });
     }
     telemetry::upload_bytes(bytes.len());
     let key = prepared.temp_key();
@@ -188,7 +188,7 @@ async fn finish_store(
 
 pub(crate) fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge { limit: 0 }
+        ApiError::PayloadTooLarge { limit: None }
     } else {
         ApiError::BadRequest {
             code: "invalid-multipart",

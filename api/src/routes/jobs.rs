@@ -186,7 +186,7 @@ async fn read_small_part(
     let mut out = Vec::new();
     while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
         if (out.len() + chunk.len()) as u64 > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+            return Err(ApiError::PayloadTooLarge { limit: Some(limit) });
         }
         out.extend_from_slice(&chunk);
     }
@@ -208,7 +208,7 @@ async fn from_json(
     .await
     .map_err(|e| {
         if is_length_limit(&e) {
-            ApiError::PayloadTooLarge { limit }
+            ApiError::PayloadTooLarge { limit: Some(limit) }
         } else {
             ApiError::BadRequest {
                 code: "bad-request",

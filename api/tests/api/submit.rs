@@ -321,7 +321,8 @@ async fn an_oversized_image_is_413_and_leaves_nothing() {
     let res = app
         .submit_multipart(&app.user_token(), &metadata().to_string(), &big)
         .await;
-    error_body(res, 413, "payload-too-large").await;
+    let body = error_body(res, 413, "payload-too-large").await;
+    assert_eq!(body["message"], "the body is over the 65536-byte limit");
     app.assert_nothing_stored(USER).await;
     // Just under the cap is fine.
     let fits = vec![7u8; 60 * 1024];
