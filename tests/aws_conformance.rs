@@ -755,8 +755,23 @@ async fn dynamodb_query_pages_by_cursor_in_either_order() {
     };
     assert!(matches!(
         tables.query(&name, "a", &bad).await,
-        Err(TableError::InvalidItem(_))
+        Err(TableError::InvalidCursor(_))
     ));
+    // A real cursor, of another partition's query: refused before DynamoDB sees it (its
+    // ValidationException would look like the store's own failure).
+    let of_a = options
+        .cursor
+        .clone()
+        .expect("partition a had several pages");
+    let foreign = QueryOptions {
+        cursor: Some(of_a),
+        ..QueryOptions::default()
+    };
+    let refused = tables.query(&name, "b", &foreign).await;
+    assert!(
+        matches!(refused, Err(TableError::InvalidCursor(_))),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

@@ -249,10 +249,17 @@ impl From<&FieldError> for FieldErrorBody {
 
 impl From<TableError> for ApiError {
     fn from(e: TableError) -> Self {
-        if e.is_retryable() {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::internal(e)
+        match e {
+            // Only a query's `cursor` comes from the client; the rest is the store's.
+            TableError::InvalidCursor(why) => {
+                tracing::debug!(%why, "a query cursor was refused");
+                Self::BadRequest {
+                    code: "invalid-query",
+                    message: "cursor is not one this API gave out".into(),
+                }
+            }
+            e if e.is_retryable() => Self::Unavailable(e.to_string()),
+            e => Self::internal(e),
         }
     }
 }
@@ -281,6 +288,7 @@ impl From<JobsError> for ApiError {
     fn from(e: JobsError) -> Self {
         match e {
             JobsError::AlreadyExists(id) => Self::Conflict(format!("job {id} already exists")),
+            JobsError::Table(e) => e.into(),
             e if e.is_retryable() => Self::Unavailable(e.to_string()),
             e => Self::internal(e),
         }

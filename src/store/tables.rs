@@ -197,6 +197,10 @@ pub enum TableError {
     TransactionConditionFailed(usize),
     #[error("invalid item: {0}")]
     InvalidItem(String),
+    /// A query's cursor is not one this store handed out for that query (the caller's
+    /// mistake, not the store's: the API answers 400).
+    #[error("invalid query cursor: {0}")]
+    InvalidCursor(String),
     #[error("table backend unavailable: {0}")]
     Unavailable(String),
     #[error("table backend error: {0}")]

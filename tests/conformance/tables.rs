@@ -25,6 +25,7 @@ macro_rules! tables_conformance {
                 tables_query_sort_prefix,
                 tables_query_sort_prefix_beyond_ascii,
                 tables_query_pages_with_a_cursor,
+                tables_query_refuses_a_cursor_it_did_not_give,
                 tables_update_merges_and_checks_conditions,
                 tables_delete_is_idempotent,
                 tables_transact_put_is_all_or_nothing,
@@ -374,6 +375,22 @@ pub async fn tables_query_pages_with_a_cursor(t: Arc<dyn Tables>) {
         assert_eq!(got, expected, "descending {descending}, prefix {prefix:?}");
         assert!(pages >= expected.len().div_ceil(2));
     }
+}
+
+/// A cursor the store did not hand out is the caller's mistake, typed as such (the API
+/// answers 400 for it and 500 for the store's own failures).
+pub async fn tables_query_refuses_a_cursor_it_did_not_give(t: Arc<dyn Tables>) {
+    let name = events(&*t).await;
+    let options = QueryOptions {
+        limit: 2,
+        cursor: Some("not a cursor!".to_owned()),
+        ..QueryOptions::default()
+    };
+    let refused = t.query(&name, "u1", &options).await;
+    assert!(
+        matches!(refused, Err(TableError::InvalidCursor(_))),
+        "{refused:?}"
+    );
 }
 
 pub async fn tables_update_merges_and_checks_conditions(t: Arc<dyn Tables>) {

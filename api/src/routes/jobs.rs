@@ -319,22 +319,11 @@ pub async fn list_jobs(
             message: format!("limit must be 1 to {MAX_PAGE}"),
         });
     }
-    let had_cursor = query.cursor.is_some();
     let (jobs, next) = state
         .ctx
         .jobs
         .list_for_user(&username, limit, query.cursor)
-        .await
-        .map_err(|e| match e {
-            e if had_cursor && !e.is_retryable() => {
-                tracing::debug!(error = %e, "job list with a cursor failed");
-                ApiError::BadRequest {
-                    code: "invalid-query",
-                    message: "cursor is not one this API gave out".into(),
-                }
-            }
-            e => e.into(),
-        })?;
+        .await?;
     Ok(Json(JobPage {
         jobs: jobs.into_iter().map(JobView::from).collect(),
         next,

@@ -94,6 +94,16 @@ async fn a_users_jobs_list_newest_first_in_pages() {
         .collect();
     assert_eq!(got, [ids[2].as_str()]);
     assert!(page.get("next").is_none_or(Value::is_null), "{page}");
+
+    let res = app
+        .client
+        .get(app.url("/api/v1/jobs"))
+        .query(&[("cursor", "not one of ours!")])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    error_body(res, 400, "invalid-query").await;
 }
 
 #[tokio::test]

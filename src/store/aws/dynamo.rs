@@ -123,6 +123,18 @@ impl Tables for DynamoTables {
         let names = self.key_names(table).await?;
         let limit = options.limit.max(1);
         let mut start = options.cursor.as_deref().map(decode_cursor).transpose()?;
+        // DynamoDB would refuse a start key of another partition or shape with a
+        // ValidationException, indistinguishable from the store's own mistakes.
+        if let Some(key) = &start {
+            let ours = key.len() == 1 + usize::from(names.sort.is_some())
+                && key.get(&names.partition) == Some(&AttributeValue::S(partition.to_owned()))
+                && names.sort.as_ref().is_none_or(|s| key.contains_key(s));
+            if !ours {
+                return Err(TableError::InvalidCursor(
+                    "it is not a cursor of this query".to_owned(),
+                ));
+            }
+        }
         // One item more than asked tells whether another page exists, so the last page
         // says so (DynamoDB alone would hand out a cursor to an empty page).
         let mut raw: Vec<HashMap<String, AttributeValue>> = Vec::new();

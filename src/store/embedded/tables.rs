@@ -365,7 +365,7 @@ fn decode_cursor(cursor: &str) -> Result<String, TableError> {
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| TableError::InvalidItem(format!("malformed query cursor {cursor:?}")))
+        .ok_or_else(|| TableError::InvalidCursor(format!("{cursor:?} is malformed")))
 }
 
 impl SqliteTables {

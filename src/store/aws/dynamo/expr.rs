@@ -116,12 +116,12 @@ pub(super) fn encode_cursor(key: HashMap<String, AttributeValue>) -> Result<Stri
 }
 
 pub(super) fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, TableError> {
-    let bad = |why: String| TableError::InvalidItem(format!("invalid query cursor: {why}"));
+    let bad = TableError::InvalidCursor;
     let json = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|e| bad(e.to_string()))?;
     let key: Item = serde_json::from_slice(&json).map_err(|e| bad(e.to_string()))?;
-    to_dynamo(&key)
+    to_dynamo(&key).map_err(|e| bad(e.to_string()))
 }
 
 #[cfg(test)]
@@ -176,11 +176,11 @@ mod tests {
         assert_eq!(decode_cursor(&cursor).unwrap(), key);
         assert!(matches!(
             decode_cursor("not base64 !"),
-            Err(TableError::InvalidItem(_))
+            Err(TableError::InvalidCursor(_))
         ));
         assert!(matches!(
             decode_cursor(&URL_SAFE_NO_PAD.encode("[1]")),
-            Err(TableError::InvalidItem(_))
+            Err(TableError::InvalidCursor(_))
         ));
     }
 }
