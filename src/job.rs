@@ -459,8 +459,11 @@ impl JobRecord {
 
     /// A re-drive is putting the job back on its stage's queue, moving the dead letter
     /// `letter` (its message id); attempts count from zero again.
+    /// Only a letter of the stage the job was dead-lettered at moves it: a stale letter of
+    /// an earlier stage (a duplicate the queue moved too) would send the job backwards;
+    /// it moves unmarked, and that stage's worker drops it (the job is past it).
     pub fn redriven(&mut self, stage: Stage, letter: &str) -> bool {
-        if self.status != JobStatus::DeadLettered {
+        if self.status != JobStatus::DeadLettered || self.stage != Some(stage) {
             return false;
         }
         self.status = JobStatus::Queued;
@@ -739,6 +742,24 @@ mod tests {
         assert!(
             !job.redrive_unfinished(Stage::Kustomize, "L1"),
             "at work again: the letter left behind is a copy"
+        );
+    }
+
+    #[test]
+    fn a_stale_letter_of_an_earlier_stage_does_not_move_the_job_back() {
+        let mut job = record();
+        job.start_stage(Stage::Kustomize, 5);
+        assert!(job.dead_letter(Stage::Kustomize, 5, None));
+        let dead = job.clone();
+        assert!(!job.redriven(Stage::PersistMetadata, "stale"));
+        assert_eq!(
+            (job.status, job.stage, job.history.len()),
+            (dead.status, dead.stage, dead.history.len())
+        );
+        assert!(job.redriven(Stage::Kustomize, "L1"));
+        assert_eq!(
+            (job.status, job.stage),
+            (JobStatus::Queued, Some(Stage::Kustomize))
         );
     }
 
