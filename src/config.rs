@@ -117,6 +117,9 @@ pub struct TableNames {
     pub jobs: String,
     /// Not in the seed: (username, jobId) so a user's jobs list newest first.
     pub user_jobs: String,
+    /// Not in the seed: (shard, jobId) of each job written but not yet queued (an outbox:
+    /// the dead-letter monitor queues what an intake that died left here).
+    pub unqueued_jobs: String,
 }
 
 impl Default for TableNames {
@@ -132,6 +135,7 @@ impl Default for TableNames {
             static_data: "portal-upload-static-data-1627-tbl-k8d-aws".into(),
             jobs: "k8or-upload-job-1630-tbl-k8d-aws".into(),
             user_jobs: "k8or-upload-user-job-1633-tbl-k8d-aws".into(),
+            unqueued_jobs: "k8or-upload-unqueued-job-1636-tbl-k8d-aws".into(),
         }
     }
 }
@@ -150,6 +154,7 @@ impl TableNames {
             TableSpec::new(&self.static_data, "ICAOCode", None),
             TableSpec::new(&self.jobs, "jobId", None),
             TableSpec::new(&self.user_jobs, "username", Some("jobId")),
+            TableSpec::new(&self.unqueued_jobs, "shard", Some("jobId")),
         ]
     }
 }

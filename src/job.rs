@@ -203,6 +203,26 @@ impl JobEnvelope {
         }
     }
 
+    /// A new job's first envelope (validate), with the intake's PIDs: the image sent, saved
+    /// in the temporary bucket, and the `temporary-image-saved` event.
+    pub fn first(job: &JobRecord) -> Self {
+        let mut envelope = Self::new(
+            job.job_id,
+            job.image_uid.clone(),
+            job.username.clone(),
+            Stage::Validate,
+        );
+        envelope.pids = [
+            known::IMAGE_SEND,
+            known::TEMP_IMAGE_SAVE,
+            known::TEMP_IMAGE_SAVED_EVENT,
+        ]
+        .into_iter()
+        .map(Pid::constant)
+        .collect();
+        envelope
+    }
+
     pub fn parse(body: &str) -> Result<Self, EnvelopeError> {
         if body.len() > MAX_ENVELOPE_BYTES {
             return Err(EnvelopeError::TooLarge {

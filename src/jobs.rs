@@ -1,5 +1,14 @@
-//! The job-status store: one item per job (polled by the board) and a (username, jobId)
-//! index so a user's jobs list newest first (job ids are UUID v7, so they sort by time).
+//! The job-status store: one item per job (polled by the board), a (username, jobId)
+//! index so a user's jobs list newest first (job ids are UUID v7, so they sort by time),
+//! and the unqueued marks of new jobs.
+//!
+//! **Unqueued marks** (an outbox). A new job is written together with a mark, in one
+//! transaction, and the mark is removed once its first message is queued. A queue and a
+//! table share no transaction, so an intake that dies between the two leaves a job that
+//! no message will ever move; the mark is how it is found again ([`Jobs::unqueued`]), and
+//! the dead-letter monitor queues it (`k8or_workers::requeue`). A mark lives milliseconds
+//! when all goes well, but every job writes and deletes one, so the marks are spread over
+//! [`UNQUEUED_SHARDS`] partitions (one DynamoDB partition takes ~1,000 writes a second).
 
 use std::sync::Arc;
 
@@ -10,6 +19,14 @@ use crate::config::TableNames;
 use crate::job::JobRecord;
 use crate::store::tables::{from_item, to_item};
 use crate::store::{Condition, Key, QueryOptions, TableError, Tables, TransactPut};
+
+/// Partitions of the unqueued marks; a sweep queries each.
+pub const UNQUEUED_SHARDS: u128 = 16;
+
+/// The partition of a job's unqueued mark (UUID v7 ends in random bits).
+fn shard(job_id: Uuid) -> String {
+    format!("s{:02}", job_id.as_u128() % UNQUEUED_SHARDS)
+}
 
 /// How often a compare-and-set update is retried when another writer got there first.
 const MAX_CAS_ATTEMPTS: usize = 16;
@@ -41,6 +58,7 @@ pub struct Jobs {
     tables: Arc<dyn Tables>,
     jobs_table: String,
     index_table: String,
+    unqueued_table: String,
 }
 
 impl Jobs {
@@ -49,11 +67,58 @@ impl Jobs {
             tables,
             jobs_table: names.jobs.clone(),
             index_table: names.user_jobs.clone(),
+            unqueued_table: names.unqueued_jobs.clone(),
         }
     }
 
     /// Writes a new job and its index entry together.
     pub async fn create(&self, job: &JobRecord) -> Result<(), JobsError> {
+        self.create_with(job, false).await
+    }
+
+    /// Writes a new job, its index entry and its unqueued mark together; [`queued`]
+    /// removes the mark once the job's first message is sent.
+    ///
+    /// [`queued`]: Self::queued
+    pub async fn create_unqueued(&self, job: &JobRecord) -> Result<(), JobsError> {
+        self.create_with(job, true).await
+    }
+
+    /// Removes a job's unqueued mark (none: nothing to do).
+    pub async fn queued(&self, job_id: Uuid) -> Result<(), JobsError> {
+        let key = Key::with_sort(shard(job_id), job_id.to_string());
+        Ok(self.tables.delete(&self.unqueued_table, &key).await?)
+    }
+
+    /// The jobs marked unqueued at or before `cutoff` (Unix seconds), oldest first within
+    /// each shard.
+    pub async fn unqueued(&self, cutoff: i64) -> Result<Vec<Uuid>, JobsError> {
+        let mut found = Vec::new();
+        for n in 0..UNQUEUED_SHARDS {
+            let mut options = QueryOptions {
+                limit: 100,
+                ..QueryOptions::default()
+            };
+            loop {
+                let page = self
+                    .tables
+                    .query(&self.unqueued_table, &format!("s{n:02}"), &options)
+                    .await?;
+                found.extend(page.items.iter().filter_map(|item| {
+                    let since = item.get("since")?.as_i64()?;
+                    let id: Uuid = item.get("jobId")?.as_str()?.parse().ok()?;
+                    (since <= cutoff).then_some(id)
+                }));
+                match page.next {
+                    Some(next) => options.cursor = Some(next),
+                    None => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn create_with(&self, job: &JobRecord, unqueued: bool) -> Result<(), JobsError> {
         let index = to_item(&json!({
             "username": job.username,
             "jobId": job.job_id,
@@ -72,6 +137,18 @@ impl Jobs {
                 condition: None,
             },
         ];
+        let mut puts = puts;
+        if unqueued {
+            puts.push(TransactPut {
+                table: self.unqueued_table.clone(),
+                item: to_item(&json!({
+                    "shard": shard(job.job_id),
+                    "jobId": job.job_id,
+                    "since": job.created_at.timestamp(),
+                }))?,
+                condition: None,
+            });
+        }
         match self.tables.transact_put(puts).await {
             Err(TableError::TransactionConditionFailed(_) | TableError::AlreadyExists) => {
                 Err(JobsError::AlreadyExists(job.job_id))

@@ -92,7 +92,7 @@ fn resources(s: &Settings) -> BTreeSet<String> {
     out
 }
 
-/// Each table's key schema as the seed gives it (plus the two job tables).
+/// Each table's key schema as the seed gives it (plus the three job tables).
 fn seed_keys(s: &Settings) -> Vec<(&str, &str, Option<&str>)> {
     let t = &s.tables;
     vec![
@@ -106,6 +106,7 @@ fn seed_keys(s: &Settings) -> Vec<(&str, &str, Option<&str>)> {
         (&t.static_data, "ICAOCode", None),
         (&t.jobs, "jobId", None),
         (&t.user_jobs, "username", Some("jobId")),
+        (&t.unqueued_jobs, "shard", Some("jobId")),
     ]
 }
 
@@ -244,12 +245,12 @@ async fn provision_makes_every_resource_once_and_then_changes_nothing() {
 
     let first = parse_report(&api_process::provision(&env, dir.path()));
     let mut expected = resources(&stack.settings);
-    assert_eq!(expected.len(), 8 + 10 + 2 + 1 + 2);
+    assert_eq!(expected.len(), 8 + 11 + 2 + 1 + 2);
     expected.insert("3 seed users in wp_users".into());
     expected.insert(format!("{GUID_POOL_SIZE} GUIDs in the wp_image_guid pool"));
     assert_eq!(first.created, expected);
     assert!(first.existing.is_empty(), "{:?}", first.existing);
-    assert_eq!(first.summary, "25 created, 0 already there");
+    assert_eq!(first.summary, "26 created, 0 already there");
 
     check_queues(&stack).await;
     check_tables(&stack).await;
@@ -263,7 +264,7 @@ async fn provision_makes_every_resource_once_and_then_changes_nothing() {
     expected.insert("seed users in wp_users".into());
     expected.insert("GUIDs in the wp_image_guid pool".into());
     assert_eq!(second.existing, expected);
-    assert_eq!(second.summary, "nothing changed: all 25 already there");
+    assert_eq!(second.summary, "nothing changed: all 26 already there");
 
     // And it really changed nothing: same attributes, same items, no extra GUIDs.
     check_queues(&stack).await;

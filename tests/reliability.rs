@@ -750,3 +750,78 @@ async fn a_rerun_of_validate_never_takes_another_jobs_image_of_the_same_version(
     );
     assert!(published().await == png);
 }
+
+/// The intake writes a job with its unqueued mark, then dies before sending its message:
+/// the monitor's sweep finds the mark once it is old enough and queues the job, which then
+/// runs through; a job whose message went out has its mark cleared and is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_intake_died_before_queueing_it_is_queued_by_the_sweep() {
+    use k8or::job::StoredImage;
+    use k8or::store::blobs::{bytes_body, put_checked};
+    use k8or_workers::requeue;
+
+    let (_dir, ctx) = pipeline::context(|_| {}).await;
+    // What the intake had done when it died: the image stored, the job and mark written.
+    let request = pipeline::request(&pipeline::new_uid(), "Never Queued", "v0-0-01");
+    let id = uuid::Uuid::now_v7();
+    let temp_key = StoredImage::temp_key_for(id);
+    let receipt = put_checked(
+        ctx.stores.blobs.as_ref(),
+        &ctx.settings.buckets.temporary,
+        &temp_key,
+        bytes_body(fixtures::png(8, 8)),
+        Some("image/png"),
+        ctx.settings.limits.upload_max_bytes,
+    )
+    .await
+    .unwrap();
+    let image = StoredImage {
+        temp_key,
+        size: receipt.size,
+        sha256: receipt.sha256,
+        declared_content_type: Some("image/png".into()),
+        file_name: None,
+    };
+    let uid = request.image_metadata.image_uid.clone().unwrap();
+    let job = JobRecord::new(
+        id,
+        "jamesbond".into(),
+        uid,
+        request,
+        image,
+        chrono::Utc::now(),
+    );
+    ctx.jobs.create_unqueued(&job).await.unwrap();
+
+    // Too young to be taken for lost: the intake may be about to send it.
+    assert_eq!(
+        requeue::sweep(&ctx, requeue::UNQUEUED_AFTER).await.unwrap(),
+        0
+    );
+    assert_eq!(ctx.jobs.unqueued(i64::MAX).await.unwrap(), vec![id]);
+    assert_eq!(requeue::sweep(&ctx, Duration::ZERO).await.unwrap(), 1);
+    assert!(ctx.jobs.unqueued(i64::MAX).await.unwrap().is_empty());
+    pipeline::drain(&ctx).await;
+    assert_eq!(pipeline::job(&ctx, id).await.status, JobStatus::Published);
+    assert_eq!(requeue::sweep(&ctx, Duration::ZERO).await.unwrap(), 0);
+
+    // A mark left behind although the message went out (clearing it failed) is cleared by
+    // the sweep, and a job that moved on is not queued again.
+    let queued = pipeline::submit(
+        &ctx,
+        pipeline::request(&pipeline::new_uid(), "Queued", "v0-0-01"),
+        fixtures::png(8, 8),
+        "image/png",
+    )
+    .await;
+    pipeline::drain(&ctx).await;
+    let mut stale = queued.clone();
+    stale.job_id = uuid::Uuid::now_v7();
+    ctx.jobs.create_unqueued(&stale).await.unwrap();
+    ctx.jobs
+        .modify(stale.job_id, |j| j.start_stage(Stage::Validate, 1))
+        .await
+        .unwrap();
+    assert_eq!(requeue::sweep(&ctx, Duration::ZERO).await.unwrap(), 0);
+    assert!(ctx.jobs.unqueued(i64::MAX).await.unwrap().is_empty());
+}

@@ -20,7 +20,7 @@ use k8or::job::StoredImage;
 use k8or::model::{check_stored_size, check_upload, EventType, FieldError, UploadRequest};
 use k8or::pid::{known, Pid};
 use k8or::store::Key;
-use k8or::{Context, JobEnvelope, JobRecord, Stage};
+use k8or::{Context, JobEnvelope, JobRecord};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -163,7 +163,7 @@ async fn commit_inner(
     );
     let mut written = Written::default();
     let result = async {
-        ctx.jobs.create(&job).await?;
+        ctx.jobs.create_unqueued(&job).await?;
         written.job = true;
         ctx.audit
             .event(NewEvent {
@@ -184,20 +184,18 @@ async fn commit_inner(
             })
             .await?;
         written.event = true;
-        let mut envelope = JobEnvelope::new(job_id, uid.clone(), username.clone(), Stage::Validate);
-        envelope.pids = [
-            known::IMAGE_SEND,
-            known::TEMP_IMAGE_SAVE,
-            known::TEMP_IMAGE_SAVED_EVENT,
-        ]
-        .into_iter()
-        .map(Pid::constant)
-        .collect();
-        ctx.enqueue(&envelope, Duration::ZERO, BTreeMap::new())
+        ctx.enqueue(&JobEnvelope::first(&job), Duration::ZERO, BTreeMap::new())
             .await?;
         Ok::<_, ApiError>(())
     }
     .await;
+    if result.is_ok() {
+        // Left behind (the table away), the mark only makes the monitor queue the job a
+        // second time, which its stages take as the duplicate it is.
+        if let Err(e) = ctx.jobs.queued(job_id).await {
+            tracing::warn!(error = %e, job.id = %job_id, "could not clear the job's unqueued mark");
+        }
+    }
     match result {
         Ok(()) => {
             telemetry::job_submitted();
@@ -225,6 +223,9 @@ async fn undo(ctx: &Context, username: &str, job_id: Uuid, written: &Written) {
         ));
     }
     if written.job {
+        if let Err(e) = ctx.jobs.queued(job_id).await {
+            tracing::error!(error = %e, job.id = %job_id, "could not undo a half-made job's unqueued mark");
+        }
         deletes.push((&tables.jobs, Key::partition(job_id.to_string())));
         deletes.push((
             &tables.user_jobs,

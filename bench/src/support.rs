@@ -14,7 +14,7 @@ use image::{ImageFormat, Rgb, RgbImage};
 use k8or::job::StoredImage;
 use k8or::model::UploadRequest;
 use k8or::store::blobs::{bytes_body, put_checked};
-use k8or::{Context, JobEnvelope, JobRecord, Settings, Stage};
+use k8or::{Context, JobEnvelope, JobRecord, Settings};
 use serde_json::json;
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -226,8 +226,9 @@ pub fn request(n: usize) -> anyhow::Result<UploadRequest> {
     Ok(r)
 }
 
-/// Submits as the intake does: the bytes into the temporary bucket, the job record, then the
-/// validate envelope (which starts the job's trace).
+/// Submits as the intake does: the bytes into the temporary bucket, the job record with its
+/// unqueued mark, the validate envelope (which starts the job's trace), then the mark
+/// cleared.
 pub async fn submit(
     ctx: &Context,
     request: UploadRequest,
@@ -269,9 +270,10 @@ pub async fn submit(
         image,
         Utc::now(),
     );
-    ctx.jobs.create(&job).await?;
-    let env = JobEnvelope::new(job_id, uid, username, Stage::Validate);
-    ctx.enqueue(&env, Duration::ZERO, BTreeMap::new()).await?;
+    ctx.jobs.create_unqueued(&job).await?;
+    ctx.enqueue(&JobEnvelope::first(&job), Duration::ZERO, BTreeMap::new())
+        .await?;
+    ctx.jobs.queued(job_id).await?;
     Ok(job)
 }
 

@@ -263,8 +263,8 @@ mod tests {
         let first = provision(&stores, &settings).await.unwrap();
         assert!(first.changed());
         assert!(first.existing.is_empty(), "{first}");
-        // 8 queues, 10 tables, 2 buckets, the schema and 4 kinds of bootstrap data.
-        assert_eq!(first.created.len(), 8 + 10 + 2 + 1 + 4, "{first}");
+        // 8 queues, 11 tables, 2 buckets, the schema and 4 kinds of bootstrap data.
+        assert_eq!(first.created.len(), 8 + 11 + 2 + 1 + 4, "{first}");
 
         let again = open(&settings).await.unwrap();
         let second = provision(&again, &settings).await.unwrap();

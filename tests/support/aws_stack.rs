@@ -212,6 +212,7 @@ fn rename_all(s: &mut Settings, suffix: &str) {
         &mut t.static_data,
         &mut t.jobs,
         &mut t.user_jobs,
+        &mut t.unqueued_jobs,
     ] {
         name.push_str(&format!("-{suffix}"));
     }

@@ -9,6 +9,7 @@
 
 pub mod allocator;
 pub mod monitor;
+pub mod requeue;
 pub mod runner;
 pub mod signals;
 pub mod stages;

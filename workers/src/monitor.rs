@@ -11,6 +11,9 @@
 //! `<jobId>#<stage>#<n>`, where `n` counts the job's dead-letterings at that stage (from
 //! its history), and items are written once per subject. A job re-driven and dead-lettered
 //! again gets the next `n`, so a new item.
+//!
+//! Where it watches validate, each round also queues the jobs an intake wrote but never
+//! queued (`requeue`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -115,6 +118,11 @@ pub async fn run(ctx: Context, stages: Vec<Stage>, interval: Duration, stop: Can
             }
             Ok(_) => {}
             Err(e) => warn!(error = %e, "dead-letter scan failed; trying again next interval"),
+        }
+        if stages.contains(&Stage::Validate) {
+            if let Err(e) = crate::requeue::sweep(&ctx, crate::requeue::UNQUEUED_AFTER).await {
+                warn!(error = %e, "the unqueued-job sweep failed; trying again next interval");
+            }
         }
         if known.len() > MEMORY {
             known.clear();

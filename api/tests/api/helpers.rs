@@ -301,7 +301,7 @@ impl TestApp {
     }
 
     /// Asserts a rejected request left nothing: no blob, no job, no queue message, no
-    /// `temporary-image-saved` event.
+    /// `temporary-image-saved` event, no unqueued mark.
     pub async fn assert_nothing_stored(&self, user: &str) {
         assert_eq!(
             self.temp_blobs(),
@@ -323,6 +323,10 @@ impl TestApp {
             .await
             .unwrap();
         assert!(events.is_empty(), "event left behind");
+        assert!(
+            self.ctx.jobs.unqueued(i64::MAX).await.unwrap().is_empty(),
+            "unqueued mark left behind"
+        );
     }
 }
 

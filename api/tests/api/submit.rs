@@ -43,6 +43,9 @@ async fn a_multipart_upload_with_an_owned_uid_becomes_a_queued_job() {
     assert_eq!(body["imageUID"], uid.as_str());
     let job_id: uuid::Uuid = body["jobId"].as_str().unwrap().parse().unwrap();
 
+    // Queued: the job's unqueued mark went with the message.
+    assert!(app.ctx.jobs.unqueued(i64::MAX).await.unwrap().is_empty());
+
     // The image is in the temporary bucket, byte for byte, and its digest is recorded.
     let job = app.ctx.jobs.get(job_id).await.unwrap().unwrap();
     let stored = read_all(
