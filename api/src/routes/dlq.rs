@@ -180,10 +180,13 @@ fn job_of(body: &str, attributes: &std::collections::BTreeMap<String, String>) -
     security(("bearer" = [])),
     responses(
         (status = 200, description = "What was moved back (or would be, in a dry run)", body = RedriveResponse),
+        (status = 400, description = "`invalid-json`", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "Not an admin", body = ErrorBody),
         (status = 404, description = "`jobId` is in no dead-letter queue", body = ErrorBody),
         (status = 422, description = "`validation-failed`", body = ErrorBody),
+        (status = 415, description = "Not JSON (`unsupported-media-type`)", body = ErrorBody),
+        (status = 503, description = "`backend-unavailable`", body = ErrorBody),
     )
 )]
 pub async fn redrive_dead_letters(

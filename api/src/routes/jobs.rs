@@ -43,6 +43,8 @@ const MAX_PAGE: usize = 100;
         (status = 400, description = "`invalid-json`, `invalid-multipart`", body = ErrorBody),
         (status = 401, description = "`unauthorized`, `token-expired`", body = ErrorBody),
         (status = 403, description = "`userMetadata.username` is not the token's", body = ErrorBody),
+        (status = 408, description = "`request-timeout`: the upload took longer than `limits.request_timeout_secs`", body = ErrorBody),
+        (status = 409, description = "`conflict`: no free image UID after repeated draws", body = ErrorBody),
         (status = 413, description = "`payload-too-large`", body = ErrorBody),
         (status = 415, description = "`unsupported-media-type`", body = ErrorBody),
         (status = 422, description = "`validation-failed` (every broken rule in `details`), `invalid-data-url`, `empty-image`", body = ErrorBody),
