@@ -40,8 +40,9 @@ enum Command {
         /// released for another worker.
         #[arg(long, default_value_t = 30)]
         grace_secs: u64,
-        /// How often the dead-letter monitor scans these stages' dead-letter queues
-        /// (0: no monitor in this process).
+        /// How often the dead-letter monitor scans these stages' dead-letter queues, and,
+        /// with validate among them, queues jobs their intake never queued (0: no monitor in
+        /// this process).
         #[arg(long, default_value_t = 15)]
         monitor_secs: u64,
         /// FOR TESTS AND DRILLS ONLY: slows down or fails stages, e.g.
