@@ -25,7 +25,11 @@ pub const UNQUEUED_SHARDS: u128 = 16;
 
 /// The partition of a job's unqueued mark (UUID v7 ends in random bits).
 fn shard(job_id: Uuid) -> String {
-    format!("s{:02}", job_id.as_u128() % UNQUEUED_SHARDS)
+    shard_key(job_id.as_u128() % UNQUEUED_SHARDS)
+}
+
+fn shard_key(n: u128) -> String {
+    format!("s{n:02}")
 }
 
 /// How often a compare-and-set update is retried when another writer got there first.
@@ -102,7 +106,7 @@ impl Jobs {
             loop {
                 let page = self
                     .tables
-                    .query(&self.unqueued_table, &format!("s{n:02}"), &options)
+                    .query(&self.unqueued_table, &shard_key(n), &options)
                     .await?;
                 found.extend(page.items.iter().filter_map(|item| {
                     let since = item.get("since")?.as_i64()?;
@@ -125,7 +129,7 @@ impl Jobs {
             "createdTimestampUTC": job.created_timestamp_utc,
             "createdTimestampUnix": job.created_timestamp_unix,
         }))?;
-        let puts = vec![
+        let mut puts = vec![
             TransactPut {
                 table: self.jobs_table.clone(),
                 item: to_item(job)?,
@@ -137,7 +141,6 @@ impl Jobs {
                 condition: None,
             },
         ];
-        let mut puts = puts;
         if unqueued {
             puts.push(TransactPut {
                 table: self.unqueued_table.clone(),
