@@ -68,6 +68,13 @@ pub fn is_data_url(s: &str) -> bool {
     s.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("data:"))
 }
 
+/// Empties a field that holds a data URL: its bytes are stored as the image, never as text.
+pub fn drop_data_url(field: &mut Option<String>) {
+    if field.as_deref().is_some_and(is_data_url) {
+        *field = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,7 +25,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::data_url::is_data_url;
+use crate::data_url::drop_data_url;
 use crate::error::ApiError;
 use crate::telemetry;
 use crate::temp_image::delete_blob;
@@ -85,18 +85,8 @@ pub async fn prepare(
 /// The job record keeps the request, never the image: the bytes are in the bucket.
 fn strip_image_bytes(request: &mut UploadRequest) {
     request.image_data = None;
-    if request
-        .image_metadata
-        .image
-        .as_deref()
-        .is_some_and(is_data_url)
-    {
-        request.image_metadata.image = None;
-    }
-    let post = &mut request.post_metadata.post_data;
-    if post.image_data.as_deref().is_some_and(is_data_url) {
-        post.image_data = None;
-    }
+    drop_data_url(&mut request.image_metadata.image);
+    drop_data_url(&mut request.post_metadata.post_data.image_data);
 }
 
 /// Makes the job out of a stored image: see the module doc for the order. On failure the

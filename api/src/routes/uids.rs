@@ -7,7 +7,7 @@ use k8or::model::{check_image_metadata, check_stored_size, UidRequest};
 use k8or::pid::known;
 
 use crate::auth::Caller;
-use crate::data_url::is_data_url;
+use crate::data_url::drop_data_url;
 use crate::docs::UidRequestDoc;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::ApiJson;
@@ -27,9 +27,7 @@ async fn assign(
     image.image_uid = None;
     let mut errors = check_image_metadata(&image);
     // The events keep the metadata, not an image sent along as a data URL.
-    if image.image.as_deref().is_some_and(is_data_url) {
-        image.image = None;
-    }
+    drop_data_url(&mut image.image);
     errors.extend(check_stored_size("imageMetadata", &image));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
