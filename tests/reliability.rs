@@ -13,6 +13,7 @@ mod pipeline;
 #[path = "support/processes.rs"]
 mod processes;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -824,4 +825,113 @@ async fn a_job_whose_intake_died_before_queueing_it_is_queued_by_the_sweep() {
         .unwrap();
     assert_eq!(requeue::sweep(&ctx, Duration::ZERO).await.unwrap(), 0);
     assert!(ctx.jobs.unqueued(i64::MAX).await.unwrap().is_empty());
+}
+
+/// Two jobs of one image version at kustomize. The newer job's row and files are written;
+/// then an older job's files land on top (a run that wrote its row first and its files
+/// last, and died before its message was deleted). The older job's re-run must leave the
+/// folder holding the row's files, and so must an older run still writing when the row
+/// moved on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kustomization_folder_ends_holding_the_files_of_its_row() {
+    use k8or::model::{KeyValue, KustomizeItem};
+    use k8or::store::blobs::{bytes_body, read_all};
+    use k8or::time::Created;
+    use k8or_workers::stages::kustomize;
+
+    let (_dir, ctx) = pipeline::context(|_| {}).await;
+    let uid = pipeline::new_uid();
+    let request = |greeting: &str| {
+        let mut r = pipeline::request(&uid, "Same Version", "v0-0-01");
+        r.image_metadata.env_vars = vec![KeyValue {
+            key: "GREETING".into(),
+            value: greeting.into(),
+        }];
+        r
+    };
+    let png = fixtures::png(8, 8);
+    let older = pipeline::submit(&ctx, request("older"), png.clone(), "image/png").await;
+    let newer = pipeline::submit(&ctx, request("newer"), png, "image/png").await;
+    assert!(older.job_id < newer.job_id);
+    k8or_workers::drain(
+        &ctx,
+        &[Stage::Validate, Stage::PersistMetadata],
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let (a, b) = (
+        pipeline::receive(&ctx, Stage::Kustomize).await,
+        pipeline::receive(&ctx, Stage::Kustomize).await,
+    );
+    let id = |d: &Delivery| JobEnvelope::parse(&d.body).unwrap().job_id;
+    let (older_msg, newer_msg) = if id(&a) == older.job_id {
+        (a, b)
+    } else {
+        (b, a)
+    };
+
+    let ran = k8or_workers::try_execute(&ctx, Stage::Kustomize, &newer_msg).await;
+    assert!(matches!(ran, Execution::Done { .. }), "{ran:?}");
+    let newer = pipeline::job(&ctx, newer.job_id).await;
+    let out = &newer.outputs["kustomization"];
+    let prefix = out["prefix"].as_str().unwrap().to_owned();
+    let bucket = ctx.settings.buckets.app_image.clone();
+    let folder = || async {
+        let mut files = BTreeMap::new();
+        for name in out["yaml"].as_object().unwrap().keys() {
+            let key = format!("{prefix}/{name}");
+            let text = read_all(ctx.stores.blobs.as_ref(), &bucket, &key)
+                .await
+                .unwrap();
+            files.insert(name.clone(), String::from_utf8(text).unwrap());
+        }
+        files
+    };
+    let expected: BTreeMap<String, String> = out["yaml"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.as_str().unwrap().to_owned()))
+        .collect();
+    assert!(expected["configmap.yaml"].contains("newer"));
+    assert_eq!(folder().await, expected);
+
+    // The older run's late files, then its message back.
+    for name in expected.keys() {
+        let stale = bytes_body(format!("# the older job's late {name}\n"));
+        let key = format!("{prefix}/{name}");
+        ctx.stores
+            .blobs
+            .put(&bucket, &key, stale, Some("application/yaml"))
+            .await
+            .unwrap();
+    }
+    let ran = k8or_workers::try_execute(&ctx, Stage::Kustomize, &older_msg).await;
+    assert!(matches!(ran, Execution::Done { .. }), "{ran:?}");
+    let older = pipeline::job(&ctx, older.job_id).await;
+    assert_eq!(older.outputs["kustomization"]["current"], false);
+    assert_eq!(
+        folder().await,
+        expected,
+        "the re-run restored the row's files"
+    );
+
+    // An older run that wrote its row before the newer one and its files only now.
+    let late = KustomizeItem {
+        image_uid: uid.clone(),
+        image_version: "v0-0-01".into(),
+        helm_chart: serde_json::from_value(older.outputs["kustomization"]["manifests"].clone())
+            .unwrap(),
+        job_id: older.job_id,
+        kustomization_prefix: prefix.clone(),
+        created: Created::at(older.created_at),
+    };
+    let held = kustomize::write_folder(&ctx, late).await.unwrap();
+    assert_eq!(held.job_id, newer.job_id);
+    assert_eq!(folder().await, expected);
+    pipeline::drain(&ctx).await;
+    for job in [older.job_id, newer.job_id] {
+        assert_eq!(pipeline::job(&ctx, job).await.status, JobStatus::Published);
+    }
 }

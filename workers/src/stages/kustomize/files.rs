@@ -3,24 +3,35 @@
 
 use serde_json::{json, Value};
 
-use super::render::Rendered;
-
 /// The folder of one image version's kustomization in the app-image bucket.
 pub fn prefix(image_uid: &str, image_version: &str) -> String {
     format!("kustomize/{image_uid}/{image_version}")
 }
 
-/// File names and YAML texts, `kustomization.yaml` first.
-pub fn files(rendered: &Rendered) -> Result<Vec<(String, String)>, serde_yaml_ng::Error> {
-    let resources = [
-        ("deployment.yaml", &rendered.deployment),
-        ("service.yaml", &rendered.service),
-        ("configmap.yaml", &rendered.config_map),
-    ];
+/// The files of the resources, in the order `Rendered::resources` gives them (and the
+/// kustomization item stores them).
+const RESOURCE_FILES: [&str; 3] = ["deployment.yaml", "service.yaml", "configmap.yaml"];
+
+/// Why a kustomization folder cannot be written from a list of resources.
+#[derive(Debug, thiserror::Error)]
+pub enum FilesError {
+    #[error("expected 3 resources (Deployment, Service, ConfigMap), got {0}")]
+    Count(usize),
+    #[error(transparent)]
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
+/// File names and YAML texts, `kustomization.yaml` first, from the resources as
+/// `Rendered::resources` lists them: from a render, or from a stored kustomization item.
+pub fn files(resources: &[Value]) -> Result<Vec<(String, String)>, FilesError> {
+    if resources.len() != RESOURCE_FILES.len() {
+        return Err(FilesError::Count(resources.len()));
+    }
+    let resources = RESOURCE_FILES.iter().copied().zip(resources);
     let kustomization = json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
-        "resources": resources.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "resources": RESOURCE_FILES,
     });
     let mut out = vec![("kustomization.yaml".to_owned(), yaml(&kustomization)?)];
     for (name, resource) in resources {
@@ -55,7 +66,7 @@ mod tests {
             },
         )
         .unwrap();
-        let files = files(&r).unwrap();
+        let files = files(&r.resources()).unwrap();
         let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(
             names,
@@ -77,5 +88,9 @@ mod tests {
         let back: Value = serde_yaml_ng::from_str(&files[1].1).unwrap();
         assert_eq!(back, r.deployment);
         assert_eq!(prefix("U", "v0-0-01"), "kustomize/U/v0-0-01");
+        assert!(matches!(
+            super::files(&r.resources()[..2]),
+            Err(FilesError::Count(2))
+        ));
     }
 }

@@ -42,6 +42,48 @@ async fn user_input(ctx: &Context, job: &JobRecord) -> Result<ImageMetadata, Sta
     Ok(metadata)
 }
 
+/// Writes the kustomization folder of `item`'s version, then reads the version's row again:
+/// while it names another job (a newer one replaced it meanwhile), writes that job's files
+/// too. Two jobs of one version may run at once, and whichever wrote its files last would
+/// otherwise leave them beside the other's row; the row only moves to newer jobs, so this
+/// ends, with the folder holding what the row holds. Returns the item the folder holds.
+pub async fn write_folder(
+    ctx: &Context,
+    mut item: KustomizeItem,
+) -> Result<KustomizeItem, StageError> {
+    let bucket = &ctx.settings.buckets.app_image;
+    let table = &ctx.settings.tables.k8or_kustomize;
+    let key = Key::with_sort(item.image_uid.clone(), item.image_version.clone());
+    loop {
+        let files = files::files(&item.helm_chart).map_err(|e| {
+            StageError::retry(format!("kustomization item of job {}", item.job_id), e)
+        })?;
+        // Side by side: each put waits on its own sync, and those overlap.
+        let puts = files.into_iter().map(|(name, text)| {
+            let key = format!("{}/{name}", item.kustomization_prefix);
+            async move {
+                ctx.stores
+                    .blobs
+                    .put(bucket, &key, bytes_body(text), Some("application/yaml"))
+                    .await
+            }
+        });
+        futures::future::try_join_all(puts).await?;
+        match ctx
+            .stores
+            .tables
+            .get_as::<KustomizeItem>(table, &key)
+            .await?
+        {
+            Some(now) if now.job_id != item.job_id => {
+                info!(newer = %now.job_id, "the row changed while the files were written; writing its files");
+                item = now;
+            }
+            _ => return Ok(item),
+        }
+    }
+}
+
 #[async_trait]
 impl StageHandler for Kustomize {
     fn stage(&self) -> Stage {
@@ -106,7 +148,8 @@ impl StageHandler for Kustomize {
         })?;
         let version = metadata.image_version.clone();
         let prefix = files::prefix(&job.image_uid, &version);
-        let files = files::files(&rendered).map_err(|e| StageError::retry("rendering YAML", e))?;
+        let files = files::files(&rendered.resources())
+            .map_err(|e| StageError::retry("rendering YAML", e))?;
 
         // 5.5: the manifests, keyed by (imageUID, imageVersion); a newer job's stay.
         let item = KustomizeItem {
@@ -138,22 +181,21 @@ impl StageHandler for Kustomize {
             Err(e) => return Err(e.into()),
         };
         let bucket = &settings.buckets.app_image;
-        if written {
-            // Side by side: each put waits on its own sync, and those overlap.
-            let puts = files.iter().map(|(name, text)| {
-                let key = format!("{prefix}/{name}");
-                let body = bytes_body(text.clone());
-                async move {
-                    ctx.stores
-                        .blobs
-                        .put(bucket, &key, body, Some("application/yaml"))
-                        .await
-                }
-            });
-            futures::future::try_join_all(puts).await?;
+        // Written or not, the folder is made to hold what the row holds: a run of an
+        // older job may have put its files there after the newer job wrote its own.
+        let holder = if written {
+            item
         } else {
-            info!(%prefix, "a newer job's kustomization holds this version; left it");
-        }
+            info!(%prefix, "a newer job's kustomization holds this version");
+            let key = Key::with_sort(job.image_uid.clone(), version.clone());
+            let row = ctx
+                .stores
+                .tables
+                .get_as(&settings.tables.k8or_kustomize, &key)
+                .await?;
+            row.unwrap_or(item)
+        };
+        write_folder(ctx, holder).await?;
         let file_keys: Vec<String> = files.iter().map(|(n, _)| format!("{prefix}/{n}")).collect();
         record_event(
             ctx,
