@@ -164,7 +164,9 @@ pub struct JobEnvelope {
     #[serde(rename = "imageUID")]
     pub image_uid: String,
     pub stage: Stage,
-    /// The stage's attempt: 1 on first delivery. Redelivery is counted by the queue.
+    /// The stage's attempt at this message's first delivery: 1, or the next attempt's
+    /// number for a message a worker sent again when it released it at shutdown on its
+    /// last allowed receive. Redelivery is counted by the queue, from there.
     pub attempt: u32,
     pub username: String,
     /// The PIDs of the steps done so far, oldest first.

@@ -42,8 +42,13 @@ pub(super) struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
+    /// The queue counts this message's receives; a message sent again by a release at
+    /// shutdown starts from the attempt its envelope names (see [`Attempt::release`]).
     fn attempt(&self) -> u32 {
-        self.delivery.receive_count.max(1)
+        self.env
+            .attempt
+            .saturating_sub(1)
+            .saturating_add(self.delivery.receive_count.max(1))
     }
 
     pub async fn run(&self, cancel: &CancellationToken) -> Execution {
@@ -337,16 +342,23 @@ impl Attempt<'_> {
     }
 
     /// Makes the message visible again at once, so another worker takes it now rather than
-    /// after the visibility timeout.
+    /// after the visibility timeout. A release is no failure, but the queue counted the
+    /// receive: on the message's last allowed receive, the next one would move it to the
+    /// dead-letter queue. So that message is sent again instead (with the next attempt's
+    /// number in its envelope) and deleted.
     async fn release(&self) -> Execution {
-        if let Err(e) = self
-            .ctx
-            .stores
-            .queue
-            .change_visibility(self.queue, &self.delivery.receipt, Duration::ZERO)
-            .await
-        {
-            warn!(error = %e, "could not release the message; its visibility timeout applies");
+        let max = self.ctx.settings.stages.get(self.stage).max_receive_count;
+        let sent_again = self.delivery.receive_count >= max && self.send_again().await;
+        if !sent_again {
+            if let Err(e) = self
+                .ctx
+                .stores
+                .queue
+                .change_visibility(self.queue, &self.delivery.receipt, Duration::ZERO)
+                .await
+            {
+                warn!(error = %e, "could not release the message; its visibility timeout applies");
+            }
         }
         let (stage, attempt) = (self.stage, self.attempt());
         let note = "the worker shut down before the stage finished; released for another worker";
@@ -365,6 +377,27 @@ impl Attempt<'_> {
         }
         info!("released at shutdown");
         Execution::Released
+    }
+
+    /// Sends this message again as a new one that starts at the next attempt, then
+    /// deletes it; false (nothing changed) if the send failed. If the delete fails, the
+    /// job has two messages, which the stages take as the duplicate they are.
+    async fn send_again(&self) -> bool {
+        let mut env = self.env.clone();
+        env.attempt = self.attempt().saturating_add(1);
+        let attributes = self.delivery.attributes.clone();
+        if let Err(e) = self.ctx.enqueue(&env, Duration::ZERO, attributes).await {
+            warn!(error = %e, "could not send the released message again");
+            return false;
+        }
+        if let Err(e) = self.delete().await {
+            warn!(error = %e, "could not delete the released message after sending it again");
+        }
+        info!(
+            next_attempt = env.attempt,
+            "released on its last receive: sent again"
+        );
+        true
     }
 
     async fn delete(&self) -> Result<(), k8or::store::QueueError> {

@@ -19,11 +19,16 @@ use super::attempt::START_WRITE_AFTER;
 use super::{execute, Execution, Outcome, StageError, StageHandler};
 
 async fn context() -> (TempDir, Context) {
+    context_with(|_| {}).await
+}
+
+async fn context_with(tweak: impl FnOnce(&mut Settings)) -> (TempDir, Context) {
     let dir = tempfile::tempdir().unwrap();
-    let settings = Settings {
+    let mut settings = Settings {
         data_dir: dir.path().to_owned(),
         ..Settings::default()
     };
+    tweak(&mut settings);
     settings.validate().unwrap();
     let stores = k8or::store::open(&settings).await.unwrap();
     k8or::store::provision(&stores, &settings).await.unwrap();
@@ -217,4 +222,88 @@ async fn a_stage_that_runs_on_shows_as_running_while_it_runs() {
         "one start entry, not two"
     );
     assert_eq!(after.outputs["probe"], 1);
+}
+
+/// A validate stage that runs until it is cancelled.
+struct Endless;
+
+#[async_trait]
+impl StageHandler for Endless {
+    fn stage(&self) -> Stage {
+        Stage::Validate
+    }
+
+    async fn handle(
+        &self,
+        _: &JobRecord,
+        _: &JobEnvelope,
+        _: &Context,
+    ) -> Result<Outcome, StageError> {
+        std::future::pending().await
+    }
+}
+
+/// A release at shutdown is no failure: on the message's last allowed receive it must not
+/// cost the job its place in the queue. The message is sent again, starting at the next
+/// attempt, and nothing goes to the dead-letter queue; on earlier receives the message
+/// itself is made visible again.
+#[tokio::test]
+async fn a_release_on_the_last_receive_sends_the_message_again() {
+    let (_dir, ctx) = context_with(|s| s.stages.validate.max_receive_count = 2).await;
+    let (job, first) = submitted(&ctx).await;
+    let queue = ctx.settings.stages.validate.queue.clone();
+    let dlq = ctx.settings.stages.validate.dead_letter_queue.clone();
+    let released = || {
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        cancel
+    };
+    let receive = || async {
+        let options = ReceiveOptions {
+            max_messages: 1,
+            wait: Duration::from_secs(5),
+            visibility_timeout: None,
+        };
+        ctx.stores
+            .queue
+            .receive(&queue, &options)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+    };
+
+    // The first receive of two: the message itself comes back.
+    assert_eq!(
+        execute(&ctx, &Endless, &first, &released()).await,
+        Execution::Released
+    );
+    let second = receive().await;
+    assert_eq!(
+        (second.message_id.as_str(), second.receive_count),
+        (first.message_id.as_str(), 2)
+    );
+
+    // The last: a new message, at attempt 3, and the old one gone.
+    assert_eq!(
+        execute(&ctx, &Endless, &second, &released()).await,
+        Execution::Released
+    );
+    let job_now = ctx.jobs.get(job.job_id).await.unwrap().unwrap();
+    assert_eq!((job_now.status, job_now.attempt), (JobStatus::Retrying, 2));
+    let third = receive().await;
+    assert_ne!(third.message_id, first.message_id);
+    assert_eq!(third.receive_count, 1);
+    assert_eq!(JobEnvelope::parse(&third.body).unwrap().attempt, 3);
+    let probe = Probe::new(None, done);
+    assert_eq!(
+        execute(&ctx, &probe, &third, &CancellationToken::new()).await,
+        Execution::Done {
+            next: Some(Stage::PersistMetadata)
+        }
+    );
+    assert_eq!(probe.seen.lock().unwrap().as_ref().unwrap().attempt, 3);
+    let depth = ctx.stores.queue.depth(&queue).await.unwrap();
+    assert_eq!((depth.visible, depth.in_flight, depth.delayed), (0, 0, 0));
+    assert_eq!(ctx.stores.queue.depth(&dlq).await.unwrap().visible, 0);
 }
