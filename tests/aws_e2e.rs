@@ -532,3 +532,48 @@ async fn a_truncated_png_is_rejected_with_nothing_kept() {
     check_queues_empty(&ctx).await;
     stack.drop_database().await;
 }
+
+/// The largest metadata the intake keeps with a job (just under 64 KiB of JSON, nearly all
+/// of it in three environment values, which kustomize repeats in its ConfigMap and its YAML,
+/// both kept in the job's outputs) goes all the way to published on DynamoDB, whose items
+/// hold at most 400 KB: moto refuses a bigger put, as DynamoDB does. (The API's tests
+/// show a little more refused at the intake.)
+#[tokio::test]
+async fn the_largest_metadata_kept_fits_in_dynamodb_items_to_the_end() {
+    use k8or::model::rules::bounds;
+
+    let stack = stack_or_skip!(|_: &mut Settings| {});
+    let running = RunningPipeline::start(&stack);
+    let with_values = |n: usize| {
+        let mut m = seed_metadata();
+        m["imageMetadata"]["envVars"] = json!([
+            {"key": "BIG1", "value": "x".repeat(30_000)},
+            {"key": "BIG2", "value": "y".repeat(30_000)},
+            {"key": "REST", "value": "z".repeat(n)},
+        ]);
+        m
+    };
+    // What the intake measures is the request as it reads it, which names a few fields
+    // the client left out: a margin of 512 bytes for those.
+    let base = serde_json::to_vec(&with_values(0)).unwrap().len();
+    let largest = with_values(bounds::STORED - 512 - base);
+    let png = fixtures::png(16, 16);
+    let submitted = running.submit(&largest, &png, "image/png").await;
+    let job_id: Uuid = serde_json::from_value(submitted["jobId"].clone()).unwrap();
+    let view = running.wait_final(job_id).await;
+    assert_eq!(view["status"], "published", "{view:#}");
+    running.stop();
+
+    let ctx = Context::new(stack.settings.clone(), stack.open_stores().await);
+    let job = ctx.jobs.get(job_id).await.unwrap().expect("the job");
+    let stored = serde_json::to_vec(&job).unwrap().len();
+    let configmap = job.outputs["kustomization"]["yaml"]["configmap.yaml"]
+        .as_str()
+        .unwrap();
+    assert!(configmap.contains(&"y".repeat(30_000)));
+    eprintln!("the largest job record: {stored} bytes as JSON");
+    assert!(
+        stored > 3 * 60_000,
+        "the values are kept three times: {stored}"
+    );
+}
