@@ -552,6 +552,14 @@ impl Settings {
         }
     }
 
+    /// After how many days the temporary bucket's objects expire: a day more than the
+    /// dead-letter retention (rounded up to whole days), because a job re-driven from a
+    /// dead-letter queue on its last day still has validate read its upload.
+    pub fn temporary_expiry_days(&self) -> u32 {
+        let days = self.queues.dead_letter_retention_secs.div_ceil(24 * 3600) + 1;
+        u32::try_from(days).unwrap_or(u32::MAX)
+    }
+
     /// Every queue to provision: each dead-letter queue before its source.
     pub fn queue_specs(&self) -> Vec<QueueSpec> {
         let mut out = Vec::new();
@@ -580,6 +588,18 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_objects_expire_a_day_after_the_dead_letters() {
+        let mut s = Settings::default();
+        assert_eq!(
+            s.temporary_expiry_days(),
+            15,
+            "14 days of dead letters, then one"
+        );
+        s.queues.dead_letter_retention_secs = 24 * 3600 + 1;
+        assert_eq!(s.temporary_expiry_days(), 3);
+    }
 
     #[test]
     fn defaults_are_valid_and_name_the_seed_resources() {

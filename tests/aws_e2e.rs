@@ -204,6 +204,40 @@ async fn check_buckets(stack: &AwsStack) {
             .await
             .unwrap_or_else(|e| panic!("bucket {bucket}: {e:?}"));
     }
+    // The temporary bucket's objects expire a day after the dead letters, and unfinished
+    // multipart uploads after one; the app-image bucket keeps what it holds.
+    let rules = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(&stack.settings.buckets.temporary)
+        .send()
+        .await
+        .expect("the temporary bucket's lifecycle")
+        .rules
+        .unwrap_or_default();
+    let ours: Vec<_> = rules
+        .iter()
+        .filter(|r| r.id() == Some(k8or::store::aws::s3::EXPIRY_RULE))
+        .collect();
+    assert_eq!(ours.len(), 1, "{rules:?}");
+    assert_eq!(
+        ours[0].expiration().and_then(|e| e.days()),
+        Some(i32::try_from(stack.settings.temporary_expiry_days()).unwrap())
+    );
+    assert_eq!(
+        ours[0]
+            .abort_incomplete_multipart_upload()
+            .and_then(|a| a.days_after_initiation()),
+        Some(1)
+    );
+    let app = s3
+        .get_bucket_lifecycle_configuration()
+        .bucket(&stack.settings.buckets.app_image)
+        .send()
+        .await;
+    assert!(
+        app.is_err(),
+        "no lifecycle on the app-image bucket: {app:?}"
+    );
 }
 
 /// The bootstrap data, and the static data item (to see that a second run keeps it).

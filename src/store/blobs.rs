@@ -96,6 +96,14 @@ pub trait Blobs: Send + Sync + 'static {
     /// Deletes the object; deleting a missing object is not an error.
     async fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError>;
 
+    /// Has the store delete `bucket`'s objects once they are `days` days old, and (where
+    /// the store has them) multipart uploads left unfinished for a day. S3 keeps this as a
+    /// lifecycle rule of the bucket (other rules kept) and applies it by itself, about
+    /// daily. A local folder has no such engine: the folder deletes the objects over the
+    /// age when this is called, which `provision` does at every start of an embedded
+    /// process. For the temporary bucket, whose objects a crashed process may leave.
+    async fn expire_objects(&self, bucket: &str, days: u32) -> Result<(), BlobError>;
+
     /// Moves an object, possibly between buckets: afterwards it is at the destination
     /// (replacing any object there), type and bytes kept, and gone from the source.
     /// `NotFound` if the source is missing. Moving an object onto itself changes nothing.

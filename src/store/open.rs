@@ -231,6 +231,17 @@ pub async fn provision(
                 })?;
         report.record(format!("bucket {bucket}"), created);
     }
+    // A temporary object outlives its job only when a process died holding it; a re-driven
+    // job's validate still reads its upload, so they expire only after the dead letters.
+    let temporary = &settings.buckets.temporary;
+    stores
+        .blobs
+        .expire_objects(temporary, settings.temporary_expiry_days())
+        .await
+        .map_err(|source| ProvisionError::Bucket {
+            name: temporary.clone(),
+            source,
+        })?;
     // `migrate` does not say whether it created anything; a schema that already answers
     // a query of the pipeline's own table was there before.
     let schema_existed = stores.viewport.free_guids().await.is_ok();

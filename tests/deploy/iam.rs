@@ -99,6 +99,12 @@ fn the_provision_policy_grants_exactly_every_call_the_adapters_make() {
 /// S3 actions on a bucket rather than on its objects (their resource is `arn:aws:s3:::b`).
 const S3_BUCKET_ACTIONS: &[&str] = &["s3:ListBucket", "s3:CreateBucket"];
 
+/// S3 actions on the temporary bucket alone: its expiry rule (`provision`).
+const S3_TEMPORARY_BUCKET_ACTIONS: &[&str] = &[
+    "s3:GetLifecycleConfiguration",
+    "s3:PutLifecycleConfiguration",
+];
+
 /// Every ARN an action of this service may name, from the shipped settings. The region and
 /// account are placeholders the operator fills in.
 fn configured_arns(settings: &Settings, action: &str) -> BTreeSet<String> {
@@ -116,6 +122,9 @@ fn configured_arns(settings: &Settings, action: &str) -> BTreeSet<String> {
             .iter()
             .map(|t| format!("arn:aws:dynamodb:REGION:ACCOUNT_ID:table/{}", t.name))
             .collect(),
+        "s3" if S3_TEMPORARY_BUCKET_ACTIONS.contains(&action) => {
+            BTreeSet::from([format!("arn:aws:s3:::{}", settings.buckets.temporary)])
+        }
         "s3" if S3_BUCKET_ACTIONS.contains(&action) => buckets
             .iter()
             .map(|b| format!("arn:aws:s3:::{b}"))

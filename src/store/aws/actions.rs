@@ -71,6 +71,14 @@ pub const CALLS: &[Call] = &[
     call("delete_object", &["s3:DeleteObject"]),
     call("head_bucket", &["s3:ListBucket"]),
     provision("create_bucket", &["s3:CreateBucket"]),
+    provision(
+        "get_bucket_lifecycle_configuration",
+        &["s3:GetLifecycleConfiguration"],
+    ),
+    provision(
+        "put_bucket_lifecycle_configuration",
+        &["s3:PutLifecycleConfiguration"],
+    ),
 ];
 
 /// Every IAM action the adapters need, provisioning included, sorted.

@@ -8,7 +8,11 @@ use std::io;
 
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
-use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use aws_sdk_s3::types::{
+    AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, BucketLocationConstraint,
+    CreateBucketConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+    LifecycleRuleFilter,
+};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -330,6 +334,78 @@ impl Blobs for S3Blobs {
             .map_err(|e| error(e.into(), bucket, key))?;
         Ok(())
     }
+
+    async fn expire_objects(&self, bucket: &str, days: u32) -> Result<(), BlobError> {
+        let wanted = expiry_rule(days)?;
+        let rules = match self
+            .client
+            .get_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(Failure::from)
+        {
+            Ok(out) => out.rules.unwrap_or_default(),
+            Err(f) if f.is("NoSuchLifecycleConfiguration") => Vec::new(),
+            Err(f) => return Err(error(f, bucket, "")),
+        };
+        if rules.iter().any(|r| same_expiry(r, &wanted)) {
+            return Ok(());
+        }
+        // The bucket's other rules (an operator's) stay; this one is replaced.
+        let rules = rules
+            .into_iter()
+            .filter(|r| r.id() != Some(EXPIRY_RULE))
+            .chain([wanted])
+            .collect();
+        let configuration = BucketLifecycleConfiguration::builder()
+            .set_rules(Some(rules))
+            .build()
+            .map_err(|e| BlobError::Backend(e.to_string()))?;
+        self.client
+            .put_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .lifecycle_configuration(configuration)
+            .send()
+            .await
+            .map_err(|e| error(e.into(), bucket, ""))?;
+        Ok(())
+    }
+}
+
+/// The id of the lifecycle rule that [`Blobs::expire_objects`] sets.
+pub const EXPIRY_RULE: &str = "k8or-expire-objects";
+
+/// The rule: every object expires after `days`; unfinished multipart uploads after one.
+fn expiry_rule(days: u32) -> Result<LifecycleRule, BlobError> {
+    let days = i32::try_from(days)
+        .map_err(|_| BlobError::Backend(format!("{days} days is beyond S3's lifecycle rules")))?;
+    LifecycleRule::builder()
+        .id(EXPIRY_RULE)
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .expiration(LifecycleExpiration::builder().days(days).build())
+        .abort_incomplete_multipart_upload(
+            AbortIncompleteMultipartUpload::builder()
+                .days_after_initiation(1)
+                .build(),
+        )
+        .build()
+        .map_err(|e| BlobError::Backend(e.to_string()))
+}
+
+/// Whether `rule` is the expiry rule as wanted (what S3 hands back may spell the rest of
+/// it differently: the filter, defaults).
+fn same_expiry(rule: &LifecycleRule, wanted: &LifecycleRule) -> bool {
+    let days = |r: &LifecycleRule| r.expiration().and_then(LifecycleExpiration::days);
+    let abort = |r: &LifecycleRule| {
+        r.abort_incomplete_multipart_upload()
+            .and_then(AbortIncompleteMultipartUpload::days_after_initiation)
+    };
+    rule.id() == wanted.id()
+        && rule.status() == wanted.status()
+        && days(rule) == days(wanted)
+        && abort(rule) == abort(wanted)
 }
 
 #[cfg(test)]

@@ -585,6 +585,42 @@ impl Inner {
         self.delete(src_bucket, src_key)
     }
 
+    /// Deletes the bucket's objects last written before `cutoff` (as S3 counts an
+    /// object's age from its creation: a put or a copy writes it anew); returns how many.
+    fn expire_objects(&self, bucket: &str, cutoff: SystemTime) -> Result<usize, BlobError> {
+        let bucket_dir = self.bucket_dir(bucket)?;
+        let mut expired = 0;
+        let mut folders = vec![bucket_dir.clone()];
+        while let Some(folder) = folders.pop() {
+            let Ok(entries) = fs::read_dir(&folder) else {
+                continue; // pruned meanwhile
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                match entry.file_type() {
+                    Ok(t) if t.is_dir() => folders.push(path),
+                    Ok(t) if t.is_file() => {
+                        let old = entry
+                            .metadata()
+                            .and_then(|m| m.modified())
+                            .is_ok_and(|at| at < cutoff);
+                        let key = path
+                            .strip_prefix(&bucket_dir)
+                            .ok()
+                            .and_then(Path::to_str)
+                            .map(str::to_owned);
+                        if let (true, Some(key)) = (old, key) {
+                            self.delete(bucket, &key)?;
+                            expired += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(expired)
+    }
+
     fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
         let bucket_dir = self.bucket_dir(bucket)?;
         let data = bucket_dir.join(key);
@@ -820,6 +856,20 @@ impl Blobs for FolderBlobs {
         self.between([src_bucket, src_key, dst_bucket, dst_key], Inner::rename)
             .await
     }
+
+    /// No lifecycle engine here: the objects over the age go now (see the trait).
+    async fn expire_objects(&self, bucket: &str, days: u32) -> Result<(), BlobError> {
+        let age = Duration::from_secs(u64::from(days) * 24 * 3600);
+        let cutoff = SystemTime::now()
+            .checked_sub(age)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let (inner, name) = (self.inner.clone(), bucket.to_owned());
+        let expired = blocking(move || inner.expire_objects(&name, cutoff)).await?;
+        if expired > 0 {
+            tracing::info!(bucket, expired, days, "deleted objects past their expiry");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -869,6 +919,43 @@ mod tests {
 
     fn temp_leftovers(root: &Path) -> usize {
         fs::read_dir(root.join(".tmp")).unwrap().count()
+    }
+
+    /// Objects written before the expiry go, with their sidecars and emptied folders;
+    /// younger ones stay, in either layout.
+    #[tokio::test]
+    async fn expiry_deletes_only_the_objects_over_the_age() {
+        for sidecars in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let b = open(dir.path(), sidecars).await;
+            b.ensure_bucket("bkt").await.unwrap();
+            for key in ["old", "deep/er/old", "young", "deep/young"] {
+                b.put("bkt", key, bytes_body(key), Some("text/plain"))
+                    .await
+                    .unwrap();
+            }
+            let three_days = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
+            for key in ["old", "deep/er/old"] {
+                let path = dir.path().join("bkt").join(key);
+                let file = File::options().write(true).open(path).unwrap();
+                file.set_modified(three_days).unwrap();
+            }
+            b.expire_objects("bkt", 2).await.unwrap();
+            for key in ["old", "deep/er/old"] {
+                assert_eq!(b.head("bkt", key).await.unwrap(), None, "{key}");
+                assert!(!b.inner.meta_path("bkt", key).exists(), "{key}'s sidecar");
+            }
+            assert!(
+                !dir.path().join("bkt/deep/er").exists(),
+                "emptied folder pruned"
+            );
+            for key in ["young", "deep/young"] {
+                assert_eq!(read_all(&b, "bkt", key).await.unwrap(), key.as_bytes());
+                assert_eq!(ct(&b, key).await.as_deref(), Some("text/plain"));
+            }
+            b.expire_objects("bkt", 4).await.unwrap();
+            assert_eq!(read_all(&b, "bkt", "young").await.unwrap(), b"young");
+        }
     }
 
     #[tokio::test]
