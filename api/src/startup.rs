@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use k8or::config::BackendKind;
 use k8or::store::{OpenError, ProvisionError, Stores};
 use k8or::{Context, Settings};
 use tokio::net::TcpListener;
@@ -48,14 +49,19 @@ pub struct Application {
 }
 
 impl Application {
-    /// Resolves the token secret, opens and provisions the configured stores, binds
-    /// `settings.listen`.
+    /// Resolves the token secret, opens the configured stores (and provisions them on the
+    /// embedded backend), binds `settings.listen`.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let secret = secret::resolve(&settings)?;
         let stores = k8or::store::open(&settings).await?;
-        let report = k8or::store::provision(&stores, &settings).await?;
-        if report.changed() {
-            tracing::info!(created = ?report.created, "provisioned");
+        // Embedded stores live in the data folder: make sure they are there. On AWS the
+        // operator provisions (`k8or-worker provision`, with the provision policy); an API
+        // node's role may not create or reconfigure anything, as a worker's may not.
+        if settings.backend == BackendKind::Embedded {
+            let report = k8or::store::provision(&stores, &settings).await?;
+            if report.changed() {
+                tracing::info!(created = ?report.created, "provisioned");
+            }
         }
         Self::with_stores(settings, stores, secret).await
     }
