@@ -552,12 +552,14 @@ impl Settings {
         }
     }
 
-    /// After how many days the temporary bucket's objects expire: a day more than the
-    /// dead-letter retention (rounded up to whole days), because a job re-driven from a
-    /// dead-letter queue on its last day still has validate read its upload.
+    /// After how many days the temporary bucket's objects expire: a job may wait out a
+    /// queue's retention, then be dead-lettered, re-driven on the dead-letter queue's last
+    /// day and dead-lettered again, and its validate still reads its upload. So the
+    /// retention plus twice the dead-letter retention, rounded up to whole days, plus one.
     pub fn temporary_expiry_days(&self) -> u32 {
-        let days = self.queues.dead_letter_retention_secs.div_ceil(24 * 3600) + 1;
-        u32::try_from(days).unwrap_or(u32::MAX)
+        let q = &self.queues;
+        let secs = q.retention_secs + 2 * q.dead_letter_retention_secs;
+        u32::try_from(secs.div_ceil(24 * 3600) + 1).unwrap_or(u32::MAX)
     }
 
     /// Every queue to provision: each dead-letter queue before its source.
@@ -590,15 +592,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn temporary_objects_expire_a_day_after_the_dead_letters() {
+    fn temporary_objects_outlive_a_queue_and_two_dead_letterings() {
         let mut s = Settings::default();
+        assert_eq!(s.temporary_expiry_days(), 4 + 2 * 14 + 1);
+        s.queues.retention_secs = 3600;
+        s.queues.dead_letter_retention_secs = 24 * 3600;
         assert_eq!(
             s.temporary_expiry_days(),
-            15,
-            "14 days of dead letters, then one"
+            3 + 1,
+            "2 days and an hour, rounded up"
         );
-        s.queues.dead_letter_retention_secs = 24 * 3600 + 1;
-        assert_eq!(s.temporary_expiry_days(), 3);
     }
 
     #[test]

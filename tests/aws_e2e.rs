@@ -26,7 +26,7 @@ use k8or::model::{base_template, BaseKustomizeItem, EventType, StaticDataItem};
 use k8or::store::blobs::read_all;
 use k8or::store::tables::TablesExt;
 use k8or::store::{Key, Stores};
-use k8or::{Context, JobStatus, Settings, Stage};
+use k8or::{Context, JobRecord, JobStatus, Settings, Stage};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -233,11 +233,10 @@ async fn check_buckets(stack: &AwsStack) {
         .get_bucket_lifecycle_configuration()
         .bucket(&stack.settings.buckets.app_image)
         .send()
-        .await;
-    assert!(
-        app.is_err(),
-        "no lifecycle on the app-image bucket: {app:?}"
-    );
+        .await
+        .expect_err("no lifecycle on the app-image bucket");
+    let app = format!("{app:?}");
+    assert!(app.contains("NoSuchLifecycleConfiguration"), "{app}");
 }
 
 /// The bootstrap data, and the static data item (to see that a second run keeps it).
@@ -383,20 +382,32 @@ async fn check_queues_empty(ctx: &Context) {
     }
 }
 
-#[tokio::test]
-async fn the_seed_upload_is_published_by_separate_api_and_worker_processes() {
-    let stack = stack_or_skip!(|_: &mut Settings| {});
-    let running = RunningPipeline::start(&stack);
-    let png = fixtures::png(320, 180);
-    let submitted = running.submit(&seed_metadata(), &png, "image/png").await;
+/// Submits one upload to separate API and worker processes, waits until the job is final
+/// and `status`, stops the processes, and reads the job back from the stores.
+async fn run_one(
+    stack: &AwsStack,
+    metadata: &Value,
+    image: &[u8],
+    status: &str,
+) -> (Context, JobRecord) {
+    let running = RunningPipeline::start(stack);
+    let submitted = running.submit(metadata, image, "image/png").await;
     assert_eq!(submitted["status"], "queued");
     let job_id: Uuid = serde_json::from_value(submitted["jobId"].clone()).unwrap();
     let view = running.wait_final(job_id).await;
-    assert_eq!(view["status"], "published", "{view:#}");
+    assert_eq!(view["status"], status, "{view:#}");
     running.stop();
-
     let ctx = Context::new(stack.settings.clone(), stack.open_stores().await);
     let job = ctx.jobs.get(job_id).await.unwrap().expect("the job");
+    (ctx, job)
+}
+
+#[tokio::test]
+async fn the_seed_upload_is_published_by_separate_api_and_worker_processes() {
+    let stack = stack_or_skip!(|_: &mut Settings| {});
+    let png = fixtures::png(320, 180);
+    let (ctx, job) = run_one(&stack, &seed_metadata(), &png, "published").await;
+    let job_id = job.job_id;
     assert_eq!(job.status, JobStatus::Published);
     let uid = job.image_uid.clone();
     assert_eq!(uid.len(), 60, "an assigned UID: {uid}");
@@ -528,17 +539,9 @@ async fn the_seed_upload_is_published_by_separate_api_and_worker_processes() {
 #[tokio::test]
 async fn a_truncated_png_is_rejected_with_nothing_kept() {
     let stack = stack_or_skip!(|_: &mut Settings| {});
-    let running = RunningPipeline::start(&stack);
-    let submitted = running
-        .submit(&seed_metadata(), &fixtures::truncated_png(), "image/png")
-        .await;
-    let job_id: Uuid = serde_json::from_value(submitted["jobId"].clone()).unwrap();
-    let view = running.wait_final(job_id).await;
-    assert_eq!(view["status"], "rejected", "{view:#}");
-    running.stop();
-
-    let ctx = Context::new(stack.settings.clone(), stack.open_stores().await);
-    let job = ctx.jobs.get(job_id).await.unwrap().expect("the job");
+    let truncated = fixtures::truncated_png();
+    let (ctx, job) = run_one(&stack, &seed_metadata(), &truncated, "rejected").await;
+    let job_id = job.job_id;
     assert_eq!(job.stage, Some(Stage::Validate));
     assert!(
         job.reasons.iter().any(|r| r.starts_with("picture-corrupt")),
@@ -577,7 +580,6 @@ async fn the_largest_metadata_kept_fits_in_dynamodb_items_to_the_end() {
     use k8or::model::rules::bounds;
 
     let stack = stack_or_skip!(|_: &mut Settings| {});
-    let running = RunningPipeline::start(&stack);
     let with_values = |n: usize| {
         let mut m = seed_metadata();
         m["imageMetadata"]["envVars"] = json!([
@@ -591,15 +593,7 @@ async fn the_largest_metadata_kept_fits_in_dynamodb_items_to_the_end() {
     // the client left out: a margin of 512 bytes for those.
     let base = serde_json::to_vec(&with_values(0)).unwrap().len();
     let largest = with_values(bounds::STORED - 512 - base);
-    let png = fixtures::png(16, 16);
-    let submitted = running.submit(&largest, &png, "image/png").await;
-    let job_id: Uuid = serde_json::from_value(submitted["jobId"].clone()).unwrap();
-    let view = running.wait_final(job_id).await;
-    assert_eq!(view["status"], "published", "{view:#}");
-    running.stop();
-
-    let ctx = Context::new(stack.settings.clone(), stack.open_stores().await);
-    let job = ctx.jobs.get(job_id).await.unwrap().expect("the job");
+    let (_, job) = run_one(&stack, &largest, &fixtures::png(16, 16), "published").await;
     let stored = serde_json::to_vec(&job).unwrap().len();
     let configmap = job.outputs["kustomization"]["yaml"]["configmap.yaml"]
         .as_str()

@@ -231,8 +231,8 @@ pub async fn provision(
                 })?;
         report.record(format!("bucket {bucket}"), created);
     }
-    // A temporary object outlives its job only when a process died holding it; a re-driven
-    // job's validate still reads its upload, so they expire only after the dead letters.
+    // Left there: the uploads of jobs dead-lettered at validate, and what a dying process
+    // held. A re-driven job's validate still reads its upload: see `temporary_expiry_days`.
     let temporary = &settings.buckets.temporary;
     stores
         .blobs
