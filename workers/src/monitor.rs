@@ -246,6 +246,15 @@ async fn look_at(
         letter.state = LetterState::Stale;
         return Ok(letter);
     }
+    // A message released on its last receive is sent again, starting at a later attempt
+    // (the runner's `Attempt::release`); if the original's delete failed, the original is
+    // dead-lettered here while the job goes on at attempts past all of the original's.
+    let max = ctx.settings.stages.get(stage).max_receive_count;
+    let last_of_letter = env.attempt.saturating_sub(1).saturating_add(max);
+    if job.stage == Some(stage) && job.attempt > last_of_letter {
+        letter.state = LetterState::Stale;
+        return Ok(letter);
+    }
     if job.was_redriven_from(stage, &d.message_id) {
         // Its dead-lettering was recorded before the re-drive; no new item either way.
         let restored = ctx

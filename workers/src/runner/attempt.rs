@@ -380,8 +380,9 @@ impl Attempt<'_> {
     }
 
     /// Sends this message again as a new one that starts at the next attempt, then
-    /// deletes it; false (nothing changed) if the send failed. If the delete fails, the
-    /// job has two messages, which the stages take as the duplicate they are.
+    /// deletes it; false (nothing changed) if the send failed. If the delete fails (or the
+    /// process dies first), the original comes back once more and is dead-lettered; the
+    /// monitor knows it as a stale copy, its attempts all before the new message's.
     async fn send_again(&self) -> bool {
         let mut env = self.env.clone();
         env.attempt = self.attempt().saturating_add(1);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use k8or::job::StoredImage;
-use k8or::store::{Delivery, ReceiveOptions};
+use k8or::store::{Delivery, OutMessage, ReceiveOptions};
 use k8or::{Context, JobEnvelope, JobRecord, JobStatus, Settings, Stage};
 use tempfile::TempDir;
 use tokio::sync::Notify;
@@ -295,15 +295,30 @@ async fn a_release_on_the_last_receive_sends_the_message_again() {
     assert_ne!(third.message_id, first.message_id);
     assert_eq!(third.receive_count, 1);
     assert_eq!(JobEnvelope::parse(&third.body).unwrap().attempt, 3);
-    let probe = Probe::new(None, done);
-    assert_eq!(
-        execute(&ctx, &probe, &third, &CancellationToken::new()).await,
-        Execution::Done {
-            next: Some(Stage::PersistMetadata)
-        }
-    );
-    assert_eq!(probe.seen.lock().unwrap().as_ref().unwrap().attempt, 3);
     let depth = ctx.stores.queue.depth(&queue).await.unwrap();
-    assert_eq!((depth.visible, depth.in_flight, depth.delayed), (0, 0, 0));
+    assert_eq!((depth.visible, depth.in_flight, depth.delayed), (0, 1, 0));
     assert_eq!(ctx.stores.queue.depth(&dlq).await.unwrap().visible, 0);
+
+    // The new message's attempt fails and will be retried: attempt 3.
+    let failing = Probe::new(None, || Err(StageError::retry("x", "y")));
+    let out = execute(&ctx, &failing, &third, &CancellationToken::new()).await;
+    assert!(matches!(out, Execution::Retrying { .. }), "{out:?}");
+    assert_eq!(failing.seen.lock().unwrap().as_ref().unwrap().attempt, 3);
+
+    // Had the old message's delete failed, it would now be dead-lettered: the monitor
+    // knows it as a stale copy, records nothing and leaves the job as it is.
+    let original = OutMessage {
+        body: first.body.clone(),
+        delay: Duration::ZERO,
+        attributes: first.attributes.clone(),
+    };
+    ctx.stores.queue.send(&dlq, original).await.unwrap();
+    let report = crate::monitor::scan(&ctx, &[Stage::Validate])
+        .await
+        .unwrap();
+    let states: Vec<_> = report.letters.iter().map(|l| l.state).collect();
+    assert_eq!(states, [crate::monitor::LetterState::Stale]);
+    let job_now = ctx.jobs.get(job.job_id).await.unwrap().unwrap();
+    assert_eq!((job_now.status, job_now.attempt), (JobStatus::Retrying, 3));
+    assert!(ctx.audit.errors_of("jamesbond").await.unwrap().is_empty());
 }
