@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::execute::{backoff_only, discard, Execution};
+use super::release;
 use super::{heartbeat_period, Outcome, StageError, StageHandler};
 
 /// How long a stage may run before its start is written on its own: long enough that the
@@ -42,13 +43,8 @@ pub(super) struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// The queue counts this message's receives; a message sent again by a release at
-    /// shutdown starts from the attempt its envelope names (see [`Attempt::release`]).
     fn attempt(&self) -> u32 {
-        self.env
-            .attempt
-            .saturating_sub(1)
-            .saturating_add(self.delivery.receive_count.max(1))
+        release::attempt_of(self.env, self.delivery)
     }
 
     pub async fn run(&self, cancel: &CancellationToken) -> Execution {
@@ -342,24 +338,10 @@ impl Attempt<'_> {
     }
 
     /// Makes the message visible again at once, so another worker takes it now rather than
-    /// after the visibility timeout. A release is no failure, but the queue counted the
-    /// receive: on the message's last allowed receive, the next one would move it to the
-    /// dead-letter queue. So that message is sent again instead (with the next attempt's
-    /// number in its envelope) and deleted.
+    /// after the visibility timeout (see [`release`]).
     async fn release(&self) -> Execution {
-        let max = self.ctx.settings.stages.get(self.stage).max_receive_count;
-        let sent_again = self.delivery.receive_count >= max && self.send_again().await;
-        if !sent_again {
-            if let Err(e) = self
-                .ctx
-                .stores
-                .queue
-                .change_visibility(self.queue, &self.delivery.receipt, Duration::ZERO)
-                .await
-            {
-                warn!(error = %e, "could not release the message; its visibility timeout applies");
-            }
-        }
+        // The job first: once the message is free another worker may start the next
+        // attempt at once, and this write must not land on top of that one's start.
         let (stage, attempt) = (self.stage, self.attempt());
         let note = "the worker shut down before the stage finished; released for another worker";
         if let Err(e) = self
@@ -375,30 +357,17 @@ impl Attempt<'_> {
         } else {
             self.start_written();
         }
+        release::release(
+            self.ctx,
+            stage,
+            self.queue,
+            self.delivery,
+            Some(self.env),
+            attempt,
+        )
+        .await;
         info!("released at shutdown");
         Execution::Released
-    }
-
-    /// Sends this message again as a new one that starts at the next attempt, then
-    /// deletes it; false (nothing changed) if the send failed. If the delete fails (or the
-    /// process dies first), the original comes back once more and is dead-lettered; the
-    /// monitor knows it as a stale copy, its attempts all before the new message's.
-    async fn send_again(&self) -> bool {
-        let mut env = self.env.clone();
-        env.attempt = self.attempt().saturating_add(1);
-        let attributes = self.delivery.attributes.clone();
-        if let Err(e) = self.ctx.enqueue(&env, Duration::ZERO, attributes).await {
-            warn!(error = %e, "could not send the released message again");
-            return false;
-        }
-        if let Err(e) = self.delete().await {
-            warn!(error = %e, "could not delete the released message after sending it again");
-        }
-        info!(
-            next_attempt = env.attempt,
-            "released on its last receive: sent again"
-        );
-        true
     }
 
     async fn delete(&self) -> Result<(), k8or::store::QueueError> {

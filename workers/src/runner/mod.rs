@@ -15,6 +15,7 @@ mod backoff;
 mod drain;
 mod execute;
 pub mod faults;
+mod release;
 #[cfg(test)]
 mod tests;
 mod worker;
