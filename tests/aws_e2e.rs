@@ -570,38 +570,85 @@ async fn a_truncated_png_is_rejected_with_nothing_kept() {
     stack.drop_database().await;
 }
 
-/// The largest metadata the intake keeps with a job (just under 64 KiB of JSON, nearly all
-/// of it in three environment values, which kustomize repeats in its ConfigMap and its YAML,
-/// both kept in the job's outputs) goes all the way to published on DynamoDB, whose items
-/// hold at most 400 KB: moto refuses a bigger put, as DynamoDB does. (The API's tests
-/// show a little more refused at the intake.)
-#[tokio::test]
-async fn the_largest_metadata_kept_fits_in_dynamodb_items_to_the_end() {
+/// Publishes the largest metadata the intake keeps with a job (just under 64 KiB of JSON):
+/// `labels`, and environment values for the rest, on DynamoDB, whose items hold at most
+/// 400 KB (moto refuses a bigger put, as DynamoDB does). (The API's tests show a little
+/// more refused at the intake.) Returns the job record's size as JSON.
+async fn publish_the_largest_metadata(stack: &AwsStack, labels: &[Value]) -> usize {
     use k8or::model::rules::bounds;
 
-    let stack = stack_or_skip!(|_: &mut Settings| {});
     let with_values = |n: usize| {
         let mut m = seed_metadata();
-        m["imageMetadata"]["envVars"] = json!([
-            {"key": "BIG1", "value": "x".repeat(30_000)},
-            {"key": "BIG2", "value": "y".repeat(30_000)},
-            {"key": "REST", "value": "z".repeat(n)},
-        ]);
+        m["imageMetadata"]["imageLabels"] = json!(labels);
+        let values: Vec<Value> = (0..n.div_ceil(30_000))
+            .map(|i| {
+                let len = (n - i * 30_000).min(30_000);
+                json!({"key": format!("BIG{i}"), "value": "x".repeat(len)})
+            })
+            .collect();
+        m["imageMetadata"]["envVars"] = json!(values);
         m
     };
-    // What the intake measures is the request as it reads it, which names a few fields
-    // the client left out: a margin of 512 bytes for those.
+    // What the intake measures is the request as it reads it, which names a few fields the
+    // client left out, and the entries' own JSON around the values: a margin of 512 bytes.
     let base = serde_json::to_vec(&with_values(0)).unwrap().len();
     let largest = with_values(bounds::STORED - 512 - base);
-    let (_, job) = run_one(&stack, &largest, &fixtures::png(16, 16), "published").await;
+    let (_, job) = run_one(stack, &largest, &fixtures::png(16, 16), "published").await;
+    let yaml = &job.outputs["kustomization"]["yaml"];
+    let configmap = yaml["configmap.yaml"].as_str().unwrap();
+    assert!(configmap.contains(&"x".repeat(20_000)));
+    for label in labels {
+        let key = label["key"].as_str().unwrap();
+        assert!(yaml["deployment.yaml"].as_str().unwrap().contains(key));
+    }
     let stored = serde_json::to_vec(&job).unwrap().len();
-    let configmap = job.outputs["kustomization"]["yaml"]["configmap.yaml"]
-        .as_str()
-        .unwrap();
-    assert!(configmap.contains(&"y".repeat(30_000)));
-    eprintln!("the largest job record: {stored} bytes as JSON");
+    eprintln!(
+        "the largest job record with {} labels: {stored} bytes as JSON",
+        labels.len()
+    );
+    stored
+}
+
+/// Nearly all of it in environment values: kept three times in the job (the request,
+/// kustomize's ConfigMap and its YAML).
+#[tokio::test]
+async fn the_largest_metadata_in_values_fits_in_dynamodb_items_to_the_end() {
+    let stack = stack_or_skip!(|_: &mut Settings| {});
+    let stored = publish_the_largest_metadata(&stack, &[]).await;
     assert!(
         stored > 3 * 60_000,
         "the values are kept three times: {stored}"
     );
+}
+
+/// 64 labels of the longest keys and values, kept in the resources' metadata and
+/// selectors, each as a manifest and as YAML; environment values for the rest.
+#[tokio::test]
+async fn the_largest_metadata_in_labels_fits_in_dynamodb_items_to_the_end() {
+    use k8or::model::rules::bounds;
+
+    let stack = stack_or_skip!(|_: &mut Settings| {});
+    // A DNS subdomain of 253 characters, then a name of 63: the longest label key.
+    let prefix = ["a", "b", "c"].map(|c| c.repeat(63)).join(".") + "." + &"d".repeat(61);
+    let labels: Vec<Value> = (0..bounds::LABELS)
+        .map(|i| {
+            let key = format!("{prefix}/l{i:02}{}", "x".repeat(60));
+            json!({"key": key, "value": "v".repeat(63)})
+        })
+        .collect();
+    let stored = publish_the_largest_metadata(&stack, &labels).await;
+    assert!(stored > 3 * 40_000, "{stored}");
+}
+
+/// A worker stopped during its long poll leaves nothing hidden: before, the stop dropped
+/// the receive, but moto (as SQS) went on polling for it and handed the next job's
+/// message to nobody, hidden for validate's visibility timeout (this test's second job
+/// then waited over a minute, every time). Now the stop lets the poll answer and
+/// releases what it took, and a second pipeline on the same queues publishes at once.
+#[tokio::test]
+async fn a_worker_stopped_mid_poll_leaves_no_message_hidden() {
+    let stack = stack_or_skip!(|_: &mut Settings| {});
+    let png = fixtures::png(16, 16);
+    run_one(&stack, &seed_metadata(), &png, "published").await;
+    run_one(&stack, &seed_metadata(), &png, "published").await;
 }

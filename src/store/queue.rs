@@ -181,4 +181,13 @@ pub trait Queue: Send + Sync + 'static {
     ) -> Result<(), QueueError>;
 
     async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError>;
+
+    /// Whether a receive dropped before it answers may still take messages, which then stay
+    /// hidden for their visibility timeout with their receive counted. True for SQS, whose
+    /// long poll goes on at the server until it answers, whoever still listens: a stopping
+    /// worker lets such a receive end and releases what it took. The embedded queue's long
+    /// poll waits in this process and ends when dropped.
+    fn receive_outlives_its_caller(&self) -> bool {
+        false
+    }
 }

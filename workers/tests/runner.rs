@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use k8or::job::StoredImage;
-use k8or::store::{Delivery, OutMessage, QueueDepth, ReceiveOptions};
+use k8or::store::{Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec, ReceiveOptions};
 use k8or::{Context, JobEnvelope, JobRecord, JobStatus, Settings, Stage};
 use k8or_workers::runner::{execute, run_handlers, RunOptions, SharedHandler};
 use k8or_workers::{Execution, Outcome, StageError, StageHandler};
@@ -472,4 +472,102 @@ async fn in_flight_jobs_finish_within_the_grace_period() {
     );
     let next_queue = &ctx.settings.stages.persist_metadata.queue;
     assert_eq!(ctx.stores.queue.depth(next_queue).await.unwrap().visible, 1);
+}
+
+/// The embedded queue, except that a receive answers only when let go, after it took its
+/// messages, and says (as SQS's does) that it outlives a caller that drops it.
+struct AnswersLate {
+    inner: Arc<dyn Queue>,
+    took: Notify,
+    answer: Notify,
+}
+
+#[async_trait]
+impl Queue for AnswersLate {
+    async fn ensure_queue(&self, spec: &QueueSpec) -> Result<bool, QueueError> {
+        self.inner.ensure_queue(spec).await
+    }
+
+    async fn send(&self, queue: &str, message: OutMessage) -> Result<String, QueueError> {
+        self.inner.send(queue, message).await
+    }
+
+    async fn receive(
+        &self,
+        queue: &str,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        let got = self.inner.receive(queue, options).await?;
+        if !got.is_empty() {
+            self.took.notify_one();
+            self.answer.notified().await;
+        }
+        Ok(got)
+    }
+
+    async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
+        self.inner.delete(queue, receipt).await
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner.change_visibility(queue, receipt, timeout).await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
+        self.inner.depth(queue).await
+    }
+
+    fn receive_outlives_its_caller(&self) -> bool {
+        true
+    }
+}
+
+/// A stop while a receive is under way: on SQS the long poll goes on at the server and
+/// takes messages whoever listens, and a dropped receive would leave them hidden for their
+/// visibility timeout. The loop lets it answer and releases what it took, unworked.
+#[tokio::test]
+async fn a_stop_lets_the_receive_under_way_answer_and_releases_what_it_took() {
+    let (_dir, ctx) = context(|s| s.stages.validate.visibility_timeout_secs = 600).await;
+    submit(&ctx).await;
+    let late = Arc::new(AnswersLate {
+        inner: ctx.stores.queue.clone(),
+        took: Notify::new(),
+        answer: Notify::new(),
+    });
+    let mut held = ctx.clone();
+    held.stores.queue = late.clone();
+    let stage = Arc::new(scripted(|_| Ok(Outcome::default())));
+    let stop = CancellationToken::new();
+    let runner = tokio::spawn(run_handlers(
+        held,
+        vec![stage.clone() as SharedHandler],
+        stop.clone().cancelled_owned(),
+        RunOptions {
+            grace: Duration::from_secs(1),
+            wait_time: None,
+        },
+    ));
+    late.took.notified().await;
+    assert_eq!(
+        (depth(&ctx).await.visible, depth(&ctx).await.in_flight),
+        (0, 1)
+    );
+    stop.cancel();
+    // However long the loop takes to see the stop, the receive answers only now.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    late.answer.notify_one();
+    runner.await.unwrap().unwrap();
+    let d = depth(&ctx).await;
+    assert_eq!(
+        (d.visible, d.in_flight),
+        (1, 0),
+        "released, not hidden for 600 s: {d:?}"
+    );
+    assert_eq!(stage.calls.load(Ordering::SeqCst), 0, "and not worked");
+    assert_eq!(next(&ctx).await.receive_count, 2);
 }

@@ -333,6 +333,10 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
+    fn receive_outlives_its_caller(&self) -> bool {
+        true
+    }
+
     async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
         let url = self.url(queue).await?;
         let out = self

@@ -7,15 +7,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use k8or::store::ReceiveOptions;
-use k8or::Context;
+use k8or::store::{Delivery, QueueError, ReceiveOptions};
+use k8or::{Context, JobEnvelope, Stage};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn, Instrument};
 
-use super::{execute, SharedHandler};
+use super::{execute, release, SharedHandler};
+
+/// How long past its long-poll wait a receive under way at the stop may take to answer.
+const RECEIVE_MARGIN: Duration = Duration::from_secs(5);
 
 /// How the loops run.
 #[derive(Debug, Clone)]
@@ -159,9 +162,16 @@ async fn stage_loop(
             visibility_timeout: Some(cfg.visibility_timeout()),
         };
         let started = Instant::now();
+        let receiving = ctx.stores.queue.receive(&cfg.queue, &receive);
+        tokio::pin!(receiving);
         let received = tokio::select! {
-            r = ctx.stores.queue.receive(&cfg.queue, &receive) => r,
-            () = stop.cancelled() => break,
+            r = &mut receiving => r,
+            () = stop.cancelled() => {
+                if ctx.stores.queue.receive_outlives_its_caller() {
+                    finish_receive(&ctx, stage, &cfg.queue, receiving, wait).await;
+                }
+                break;
+            }
         };
         match received {
             Ok(deliveries) => {
@@ -200,6 +210,33 @@ async fn stage_loop(
     }
     finish_in_flight(tasks, &release, options.grace).await;
     info!("stage loop stopped");
+}
+
+/// Lets a receive under way at the stop end (its long poll ends within `wait`) and
+/// releases what it took: dropped, it would still take messages at the server, which would
+/// then stay hidden for their visibility timeout.
+async fn finish_receive(
+    ctx: &Context,
+    stage: Stage,
+    queue: &str,
+    receiving: impl Future<Output = Result<Vec<Delivery>, QueueError>>,
+    wait: Duration,
+) {
+    info!("stopping: letting the receive under way end");
+    match tokio::time::timeout(wait + RECEIVE_MARGIN, receiving).await {
+        Ok(Ok(deliveries)) => {
+            for d in deliveries {
+                let env = JobEnvelope::parse(&d.body).ok();
+                let attempt = env
+                    .as_ref()
+                    .map_or(d.receive_count, |e| release::attempt_of(e, &d));
+                release::release(ctx, stage, queue, &d, env.as_ref(), attempt).await;
+                info!(message.id = %d.message_id, "released a message received at the stop");
+            }
+        }
+        Ok(Err(e)) => warn!(error = %e, "the receive under way at the stop failed"),
+        Err(_) => warn!("the receive under way at the stop did not end in time"),
+    }
 }
 
 /// Sleeps, unless shutdown comes first; true if it did.
