@@ -323,6 +323,11 @@ pub struct JobRecord {
     /// What the stages produced, for the board: object keys, manifests, post id and URL.
     #[serde(default)]
     pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Ids of messages that a stopping worker sent again as new ones on their last allowed
+    /// receive (the runner's release): should such an original be dead-lettered after all
+    /// (its delete failed), the dead-letter monitor knows it for a stale copy. The last few.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
     /// Optimistic-concurrency version: every update checks and bumps it.
     pub revision: u64,
     pub created_at: DateTime<Utc>,
@@ -365,6 +370,7 @@ impl JobRecord {
             request,
             image,
             outputs: serde_json::Map::new(),
+            superseded: Vec::new(),
             revision: 0,
             created_at: now,
             updated_at: now,
@@ -420,7 +426,10 @@ impl JobRecord {
 
     /// An attempt failed in a way that may pass; the message comes back after `delay_ms`.
     pub fn retrying(&mut self, stage: Stage, attempt: u32, error: &str, delay_ms: u64) -> bool {
-        if self.status.is_final() || self.is_behind(stage) {
+        // A later attempt of this stage has started (a message sent again at a release,
+        // taken by another worker at once): this one's end must not hide it.
+        let later_started = self.stage == Some(stage) && self.attempt > attempt;
+        if self.status.is_final() || self.is_behind(stage) || later_started {
             return false;
         }
         self.status = JobStatus::Retrying;
@@ -434,6 +443,20 @@ impl JobRecord {
             Some(format!("{error} (retry in {delay_ms} ms)")),
             attempt,
         );
+        true
+    }
+
+    /// Remembers that the message `message_id` was replaced by a new one (see
+    /// [`JobRecord::superseded`]); true if that changed the job.
+    pub fn supersede(&mut self, message_id: &str) -> bool {
+        const KEEP: usize = 8;
+        if self.superseded.iter().any(|m| m == message_id) {
+            return false;
+        }
+        if self.superseded.len() == KEEP {
+            self.superseded.remove(0);
+        }
+        self.superseded.push(message_id.to_owned());
         true
     }
 
@@ -615,6 +638,23 @@ mod tests {
             Stage::PersistMetadata
         );
         assert!("deploy".parse::<Stage>().is_err());
+    }
+
+    #[test]
+    fn an_attempts_end_leaves_a_later_attempts_start_and_superseded_ids_are_few() {
+        let mut job = record();
+        assert!(job.start_stage(Stage::Validate, 2));
+        // A message sent again at a release is taken at once; the release lands after.
+        assert!(job.start_stage(Stage::Validate, 3));
+        assert!(!job.retrying(Stage::Validate, 2, "released", 0));
+        assert_eq!((job.status, job.attempt), (JobStatus::Validating, 3));
+        assert!(job.retrying(Stage::Validate, 3, "backend away", 100));
+        for i in 0..10 {
+            assert!(job.supersede(&format!("m{i}")));
+        }
+        assert!(!job.supersede("m9"), "once");
+        assert_eq!(job.superseded.len(), 8);
+        assert_eq!(job.superseded[0], "m2", "the oldest go");
     }
 
     #[test]

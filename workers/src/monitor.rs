@@ -246,12 +246,10 @@ async fn look_at(
         letter.state = LetterState::Stale;
         return Ok(letter);
     }
-    // A message released on its last receive is sent again, starting at a later attempt
-    // (the runner's `Attempt::release`); if the original's delete failed, the original is
-    // dead-lettered here while the job goes on at attempts past all of the original's.
-    let max = ctx.settings.stages.get(stage).max_receive_count;
-    let last_of_letter = env.attempt.saturating_sub(1).saturating_add(max);
-    if job.stage == Some(stage) && job.attempt > last_of_letter {
+    // A message released on its last receive is sent again as a new one (the runner's
+    // release), and the job names the original: if its delete failed, it lands here while
+    // the job goes on with the new message.
+    if job.superseded.iter().any(|m| m == &d.message_id) {
         letter.state = LetterState::Stale;
         return Ok(letter);
     }

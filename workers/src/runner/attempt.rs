@@ -338,18 +338,25 @@ impl Attempt<'_> {
     }
 
     /// Makes the message visible again at once, so another worker takes it now rather than
-    /// after the visibility timeout (see [`release`]).
+    /// after the visibility timeout, or sends it again on its last receive (see
+    /// [`release`]). The job is written before the message is let go: once it is free,
+    /// another worker may start the next attempt at once, and this write must not land on
+    /// top of that one's start (a message sent again may be taken before it: `retrying`
+    /// leaves a later attempt's start alone).
     async fn release(&self) -> Execution {
-        // The job first: once the message is free another worker may start the next
-        // attempt at once, and this write must not land on top of that one's start.
         let (stage, attempt) = (self.stage, self.attempt());
+        let sent_again =
+            release::send_again_if_last(self.ctx, stage, self.delivery, Some(self.env), attempt)
+                .await;
         let note = "the worker shut down before the stage finished; released for another worker";
+        let message_id = &self.delivery.message_id;
         if let Err(e) = self
             .ctx
             .jobs
             .modify(self.env.job_id, |job| {
                 let started = self.fold_start(job);
-                job.retrying(stage, attempt, note, 0) || started
+                let superseded = sent_again && job.supersede(message_id);
+                job.retrying(stage, attempt, note, 0) || started || superseded
             })
             .await
         {
@@ -357,15 +364,7 @@ impl Attempt<'_> {
         } else {
             self.start_written();
         }
-        release::release(
-            self.ctx,
-            stage,
-            self.queue,
-            self.delivery,
-            Some(self.env),
-            attempt,
-        )
-        .await;
+        release::let_go(self.ctx, self.queue, self.delivery, sent_again).await;
         info!("released at shutdown");
         Execution::Released
     }

@@ -1,66 +1,70 @@
 //! Letting go of a message at shutdown: visible again at once for another worker. A
 //! release is no failure, but the queue counted the receive: on a message's last allowed
 //! receive the next one would move it to the dead-letter queue. So that message is sent
-//! again instead, as a new one whose envelope starts at the next attempt, and deleted.
+//! again instead, as a new one whose envelope starts at the next attempt; the job then
+//! names the original as superseded (so that the dead-letter monitor knows it for a stale
+//! copy, should its delete fail), and the original is deleted.
+//!
+//! In that order, and the caller's job write in the middle: [`send_again_if_last`], the
+//! job write, then [`let_go`].
 
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use k8or::store::Delivery;
 use k8or::{Context, JobEnvelope, Stage};
 use tracing::{info, warn};
 
-/// Releases `delivery` of `stage`'s `queue`, whose attempt was `attempt` (`env`: its
-/// envelope, if it has one; an unreadable message is only made visible, and the queue's
-/// receive count dead-letters it in the end).
-pub(super) async fn release(
+/// On the message's last allowed receive, sends it again as a new one that starts at the
+/// attempt after `attempt`; true if it did (`env`: its envelope; an unreadable message is
+/// never sent again, and the queue's receive count dead-letters it in the end).
+pub(super) async fn send_again_if_last(
     ctx: &Context,
     stage: Stage,
-    queue: &str,
     delivery: &Delivery,
     env: Option<&JobEnvelope>,
     attempt: u32,
-) {
+) -> bool {
     let max = ctx.settings.stages.get(stage).max_receive_count;
-    if delivery.receive_count >= max {
-        if let Some(env) = env {
-            if send_again(ctx, queue, delivery, env, attempt.saturating_add(1)).await {
-                return;
-            }
+    let Some(env) = env.filter(|_| delivery.receive_count >= max) else {
+        return false;
+    };
+    let mut next = env.clone();
+    next.attempt = attempt.saturating_add(1);
+    let attributes = delivery.attributes.clone();
+    match ctx.enqueue(&next, Duration::ZERO, attributes).await {
+        Ok(_) => {
+            info!(
+                next_attempt = next.attempt,
+                "released on its last receive: sent again"
+            );
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "could not send the released message again; releasing it as it is");
+            false
         }
     }
-    if let Err(e) = ctx
-        .stores
-        .queue
+}
+
+/// Lets go of the original: deletes it if it was sent again (retrying a few times: left,
+/// it comes back once more and is dead-lettered as a stale copy), else makes it visible.
+pub(super) async fn let_go(ctx: &Context, queue: &str, delivery: &Delivery, sent_again: bool) {
+    let q = &ctx.stores.queue;
+    if sent_again {
+        let delete = || q.delete(queue, &delivery.receipt);
+        let retries = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_times(3);
+        if let Err(e) = delete.retry(retries).await {
+            warn!(error = %e, "could not delete a message sent again; it will be a stale dead letter");
+        }
+    } else if let Err(e) = q
         .change_visibility(queue, &delivery.receipt, Duration::ZERO)
         .await
     {
         warn!(error = %e, "could not release the message; its visibility timeout applies");
     }
-}
-
-/// Sends the message again as a new one that starts at `next_attempt`, then deletes it;
-/// false (nothing changed) if the send failed. If the delete fails (or the process dies
-/// first), the original comes back once more and is dead-lettered; the monitor knows it as
-/// a stale copy, its attempts all before the new message's.
-async fn send_again(
-    ctx: &Context,
-    queue: &str,
-    delivery: &Delivery,
-    env: &JobEnvelope,
-    next_attempt: u32,
-) -> bool {
-    let mut env = env.clone();
-    env.attempt = next_attempt;
-    let attributes = delivery.attributes.clone();
-    if let Err(e) = ctx.enqueue(&env, Duration::ZERO, attributes).await {
-        warn!(error = %e, "could not send the released message again");
-        return false;
-    }
-    if let Err(e) = ctx.stores.queue.delete(queue, &delivery.receipt).await {
-        warn!(error = %e, "could not delete the released message after sending it again");
-    }
-    info!(next_attempt, "released on its last receive: sent again");
-    true
 }
 
 /// The attempt a delivery of `env`'s message is: the queue counts the message's receives,

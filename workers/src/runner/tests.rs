@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use k8or::job::StoredImage;
-use k8or::store::{Delivery, OutMessage, ReceiveOptions};
+use k8or::store::{Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec, ReceiveOptions};
 use k8or::{Context, JobEnvelope, JobRecord, JobStatus, Settings, Stage};
 use tempfile::TempDir;
 use tokio::sync::Notify;
@@ -243,13 +243,59 @@ impl StageHandler for Endless {
     }
 }
 
+/// The embedded queue, except that every delete fails (the backend away at that moment).
+struct DeletesFail {
+    inner: Arc<dyn Queue>,
+}
+
+#[async_trait]
+impl Queue for DeletesFail {
+    async fn ensure_queue(&self, spec: &QueueSpec) -> Result<bool, QueueError> {
+        self.inner.ensure_queue(spec).await
+    }
+
+    async fn send(&self, queue: &str, message: OutMessage) -> Result<String, QueueError> {
+        self.inner.send(queue, message).await
+    }
+
+    async fn receive(
+        &self,
+        queue: &str,
+        options: &ReceiveOptions,
+    ) -> Result<Vec<Delivery>, QueueError> {
+        self.inner.receive(queue, options).await
+    }
+
+    async fn delete(&self, _: &str, _: &str) -> Result<(), QueueError> {
+        Err(QueueError::Unavailable("injected: deletes fail".into()))
+    }
+
+    async fn change_visibility(
+        &self,
+        queue: &str,
+        receipt: &str,
+        timeout: Duration,
+    ) -> Result<(), QueueError> {
+        self.inner.change_visibility(queue, receipt, timeout).await
+    }
+
+    async fn depth(&self, queue: &str) -> Result<QueueDepth, QueueError> {
+        self.inner.depth(queue).await
+    }
+}
+
 /// A release at shutdown is no failure: on the message's last allowed receive it must not
 /// cost the job its place in the queue. The message is sent again, starting at the next
-/// attempt, and nothing goes to the dead-letter queue; on earlier receives the message
-/// itself is made visible again.
+/// attempt, and the job names the original; on earlier receives the message itself is made
+/// visible again. Here the original's delete fails, so it comes back and is dead-lettered:
+/// the monitor knows it for a stale copy and leaves the job, at work on the new message.
 #[tokio::test]
 async fn a_release_on_the_last_receive_sends_the_message_again() {
-    let (_dir, ctx) = context_with(|s| s.stages.validate.max_receive_count = 2).await;
+    let (_dir, ctx) = context_with(|s| {
+        s.stages.validate.max_receive_count = 2;
+        s.stages.validate.visibility_timeout_secs = 1;
+    })
+    .await;
     let (job, first) = submitted(&ctx).await;
     let queue = ctx.settings.stages.validate.queue.clone();
     let dlq = ctx.settings.stages.validate.dead_letter_queue.clone();
@@ -258,19 +304,21 @@ async fn a_release_on_the_last_receive_sends_the_message_again() {
         cancel.cancel();
         cancel
     };
-    let receive = || async {
+    // `hold`: how long the receive hides the message (else the queue's second).
+    let (q, queue_name) = (&ctx.stores.queue, &queue);
+    let receive = |hold: Option<Duration>| async move {
         let options = ReceiveOptions {
             max_messages: 1,
-            wait: Duration::from_secs(5),
-            visibility_timeout: None,
+            wait: Duration::from_secs(2),
+            visibility_timeout: hold,
         };
-        ctx.stores
-            .queue
-            .receive(&queue, &options)
-            .await
-            .unwrap()
-            .pop()
-            .unwrap()
+        for _ in 0..5 {
+            let got = q.receive(queue_name, &options).await.unwrap();
+            if let Some(d) = got.into_iter().next() {
+                return d;
+            }
+        }
+        panic!("nothing to receive");
     };
 
     // The first receive of two: the message itself comes back.
@@ -278,41 +326,48 @@ async fn a_release_on_the_last_receive_sends_the_message_again() {
         execute(&ctx, &Endless, &first, &released()).await,
         Execution::Released
     );
-    let second = receive().await;
+    let second = receive(None).await;
     assert_eq!(
         (second.message_id.as_str(), second.receive_count),
         (first.message_id.as_str(), 2)
     );
 
-    // The last: a new message, at attempt 3, and the old one gone.
+    // The last: a new message, at attempt 3; the original's delete fails.
+    let mut failing = ctx.clone();
+    failing.stores.queue = Arc::new(DeletesFail {
+        inner: ctx.stores.queue.clone(),
+    });
     assert_eq!(
-        execute(&ctx, &Endless, &second, &released()).await,
+        execute(&failing, &Endless, &second, &released()).await,
         Execution::Released
     );
     let job_now = ctx.jobs.get(job.job_id).await.unwrap().unwrap();
     assert_eq!((job_now.status, job_now.attempt), (JobStatus::Retrying, 2));
-    let third = receive().await;
+    assert_eq!(job_now.superseded, std::slice::from_ref(&first.message_id));
+
+    // The new message is taken; once its timeout is over, the original is dead-lettered
+    // by the next receive.
+    let third = receive(Some(Duration::from_secs(60))).await;
     assert_ne!(third.message_id, first.message_id);
     assert_eq!(third.receive_count, 1);
     assert_eq!(JobEnvelope::parse(&third.body).unwrap().attempt, 3);
-    let depth = ctx.stores.queue.depth(&queue).await.unwrap();
-    assert_eq!((depth.visible, depth.in_flight, depth.delayed), (0, 1, 0));
-    assert_eq!(ctx.stores.queue.depth(&dlq).await.unwrap().visible, 0);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let options = ReceiveOptions {
+        max_messages: 1,
+        wait: Duration::ZERO,
+        visibility_timeout: Some(Duration::from_secs(60)),
+    };
+    let rest = ctx.stores.queue.receive(&queue, &options).await.unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    assert_eq!(ctx.stores.queue.depth(&dlq).await.unwrap().visible, 1);
 
     // The new message's attempt fails and will be retried: attempt 3.
-    let failing = Probe::new(None, || Err(StageError::retry("x", "y")));
-    let out = execute(&ctx, &failing, &third, &CancellationToken::new()).await;
+    let probe = Probe::new(None, || Err(StageError::retry("x", "y")));
+    let out = execute(&ctx, &probe, &third, &CancellationToken::new()).await;
     assert!(matches!(out, Execution::Retrying { .. }), "{out:?}");
-    assert_eq!(failing.seen.lock().unwrap().as_ref().unwrap().attempt, 3);
+    assert_eq!(probe.seen.lock().unwrap().as_ref().unwrap().attempt, 3);
 
-    // Had the old message's delete failed, it would now be dead-lettered: the monitor
-    // knows it as a stale copy, records nothing and leaves the job as it is.
-    let original = OutMessage {
-        body: first.body.clone(),
-        delay: Duration::ZERO,
-        attributes: first.attributes.clone(),
-    };
-    ctx.stores.queue.send(&dlq, original).await.unwrap();
+    // The dead-lettered original is a stale copy: nothing recorded, the job left as it is.
     let report = crate::monitor::scan(&ctx, &[Stage::Validate])
         .await
         .unwrap();

@@ -230,7 +230,15 @@ async fn finish_receive(
                 let attempt = env
                     .as_ref()
                     .map_or(d.receive_count, |e| release::attempt_of(e, &d));
-                release::release(ctx, stage, queue, &d, env.as_ref(), attempt).await;
+                let sent_again =
+                    release::send_again_if_last(ctx, stage, &d, env.as_ref(), attempt).await;
+                if let Some(env) = env.as_ref().filter(|_| sent_again) {
+                    let id = &d.message_id;
+                    if let Err(e) = ctx.jobs.modify(env.job_id, |j| j.supersede(id)).await {
+                        warn!(error = %e, "could not name the message sent again on the job");
+                    }
+                }
+                release::let_go(ctx, queue, &d, sent_again).await;
                 info!(message.id = %d.message_id, "released a message received at the stop");
             }
         }
