@@ -935,3 +935,121 @@ async fn the_kustomization_folder_ends_holding_the_files_of_its_row() {
         assert_eq!(pipeline::job(&ctx, job).await.status, JobStatus::Published);
     }
 }
+
+/// A dead letter that cannot be looked at (its job record unreadable) is reported as such,
+/// and the scan goes on: the letters after it, in its queue and the next stages', are
+/// recorded. Before, its error ended every scan there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_unreadable_dead_letter_does_not_hide_the_others() {
+    use k8or::store::Item;
+    use monitor::LetterState;
+
+    let (_dir, ctx) = pipeline::context(|_| {}).await;
+    let s = &ctx.settings;
+    let broken = uuid::Uuid::now_v7();
+    let mut item = Item::new();
+    item.insert("jobId".into(), broken.to_string().into());
+    item.insert("status".into(), "no such status".into());
+    ctx.stores
+        .tables
+        .put(&s.tables.jobs, item, None)
+        .await
+        .unwrap();
+    let letter = |job_id, stage| {
+        let env = JobEnvelope::new(job_id, "UID".into(), "jamesbond".into(), stage);
+        OutMessage {
+            body: env.to_body(),
+            delay: Duration::ZERO,
+            attributes: Default::default(),
+        }
+    };
+    let queue = &ctx.stores.queue;
+    let validate_dlq = &s.stages.validate.dead_letter_queue;
+    queue
+        .send(validate_dlq, letter(broken, Stage::Validate))
+        .await
+        .unwrap();
+    let jobs = crash::submit_many(&ctx, 2, "Behind A Broken One").await;
+    queue
+        .send(validate_dlq, letter(jobs[0].job_id, Stage::Validate))
+        .await
+        .unwrap();
+    let persist_dlq = &s.stages.persist_metadata.dead_letter_queue;
+    queue
+        .send(persist_dlq, letter(jobs[1].job_id, Stage::PersistMetadata))
+        .await
+        .unwrap();
+
+    let report = monitor::scan_once(&ctx).await.unwrap();
+    let states: Vec<_> = report
+        .letters
+        .iter()
+        .map(|l| (l.job_id.unwrap(), l.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            (broken, LetterState::Failed),
+            (jobs[0].job_id, LetterState::Recorded),
+            (jobs[1].job_id, LetterState::Recorded),
+        ]
+    );
+    assert!(report.letters[0]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("could not look at it"));
+    for job in &jobs {
+        let job = pipeline::job(&ctx, job.job_id).await;
+        assert_eq!(job.status, JobStatus::DeadLettered);
+    }
+}
+
+/// The sweep of never-queued jobs goes on past one it cannot handle (its record
+/// unreadable): the others are queued, and the unreadable one keeps its mark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unqueued_sweep_goes_on_past_an_unreadable_job() {
+    use k8or::store::Item;
+    use k8or_workers::requeue;
+
+    let (_dir, ctx) = pipeline::context(|_| {}).await;
+    let mut marked = Vec::new();
+    for name in ["Unreadable", "Fine"] {
+        // As an intake that died after writing the job with its mark.
+        let request = pipeline::request(&pipeline::new_uid(), name, "v0-0-01");
+        let uid = request.image_metadata.image_uid.clone().unwrap();
+        let id = uuid::Uuid::now_v7();
+        let image = k8or::job::StoredImage {
+            temp_key: k8or::job::StoredImage::temp_key_for(id),
+            size: 1,
+            sha256: String::new(),
+            declared_content_type: None,
+            file_name: None,
+        };
+        let job = JobRecord::new(
+            id,
+            "jamesbond".into(),
+            uid,
+            request,
+            image,
+            chrono::Utc::now(),
+        );
+        ctx.jobs.create_unqueued(&job).await.unwrap();
+        marked.push(job);
+    }
+    let mut broken = Item::new();
+    broken.insert("jobId".into(), marked[0].job_id.to_string().into());
+    broken.insert("status".into(), "no such status".into());
+    let jobs_table = &ctx.settings.tables.jobs;
+    ctx.stores
+        .tables
+        .put(jobs_table, broken, None)
+        .await
+        .unwrap();
+    let marks = ctx.jobs.unqueued(i64::MAX).await.unwrap();
+    assert_eq!(marks.len(), 2, "{marks:?}");
+
+    assert_eq!(requeue::sweep(&ctx, Duration::ZERO).await.unwrap(), 1);
+    let left = ctx.jobs.unqueued(i64::MAX).await.unwrap();
+    assert_eq!(left, [marked[0].job_id]);
+}

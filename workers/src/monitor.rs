@@ -59,6 +59,9 @@ pub enum LetterState {
     Stale,
     /// The body is not a job envelope, or names no existing job: recorded by message id.
     Unusable,
+    /// Looking at it failed (its job unreadable, a store away): the next scan tries again.
+    /// `last_error` says why. The scan goes on with the other letters and stages.
+    Failed,
 }
 
 /// One dead letter, as a scan saw it.
@@ -143,6 +146,7 @@ async fn scan_with(
     known: &mut HashSet<String>,
 ) -> Result<ScanReport, MonitorError> {
     let mut report = ScanReport::default();
+    let mut first_error = None;
     for &stage in stages {
         let dlq = ctx.settings.stages.get(stage).dead_letter_queue.clone();
         let mut held: HashMap<String, String> = HashMap::new();
@@ -159,11 +163,18 @@ async fn scan_with(
                 Err(e) => warn!(queue = %dlq, error = %e, "could not release a dead letter"),
             }
         }
-        walked?;
         letters.sort_by_key(|l: &Letter| l.sent_at_ms);
         report.letters.extend(letters);
+        // One stage's queue away must not keep the others' letters unrecorded.
+        if let Err(e) = walked {
+            warn!(queue = %dlq, error = %e, "could not walk a dead-letter queue");
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(report)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// Receives every letter of `dlq` once (each stays held, so each receive brings new ones)
@@ -193,7 +204,14 @@ async fn walk(
             {
                 continue; // seen this scan already: the hold ran out
             }
-            let letter = look_at(ctx, stage, &d, known.contains(&d.message_id)).await?;
+            let letter = match look_at(ctx, stage, &d, known.contains(&d.message_id)).await {
+                Ok(letter) => letter,
+                // One letter that cannot be looked at must not hide the ones after it.
+                Err(e) => {
+                    warn!(message.id = %d.message_id, error = %e, "could not look at a dead letter");
+                    failed(stage, &d, &e)
+                }
+            };
             if matches!(
                 letter.state,
                 LetterState::Recorded | LetterState::AlreadyRecorded
@@ -204,6 +222,22 @@ async fn walk(
         }
     }
     Ok(())
+}
+
+/// A letter that could not be looked at: what its envelope says, and why.
+fn failed(stage: Stage, d: &Delivery, e: &MonitorError) -> Letter {
+    let env = JobEnvelope::parse(&d.body).ok();
+    Letter {
+        stage,
+        message_id: d.message_id.clone(),
+        job_id: env.as_ref().map(|e| e.job_id),
+        image_uid: env.as_ref().map(|e| e.image_uid.clone()),
+        username: env.map(|e| e.username),
+        attempts: None,
+        last_error: Some(format!("could not look at it: {e}")),
+        sent_at_ms: d.sent_at_ms,
+        state: LetterState::Failed,
+    }
 }
 
 /// Records one letter unless recorded before.

@@ -16,6 +16,7 @@ use k8or::jobs::JobsError;
 use k8or::store::QueueError;
 use k8or::{Context, JobEnvelope, JobStatus, Stage};
 use tracing::{info, warn};
+use uuid::Uuid;
 
 /// How old a mark must be before its job counts as never queued: far longer than an
 /// intake takes from the job's write to its message.
@@ -36,24 +37,39 @@ pub async fn sweep(ctx: &Context, older_than: Duration) -> Result<usize, Requeue
     let cutoff = Utc::now().timestamp().saturating_sub(age);
     let mut queued = 0;
     for id in ctx.jobs.unqueued(cutoff).await? {
-        let Some(job) = ctx.jobs.get(id).await? else {
-            ctx.jobs.queued(id).await?;
-            continue;
-        };
-        if job.status == JobStatus::Queued && job.stage == Some(Stage::Validate) {
-            ctx.enqueue(
-                &JobEnvelope::first(&job),
-                Duration::ZERO,
-                Default::default(),
-            )
-            .await?;
-            warn!(job.id = %id, "a job was written but never queued (its intake stopped); queued it now");
-            queued += 1;
+        // One job that cannot be handled (unreadable, a store away) must not hold up the
+        // others: its mark stays, and the next sweep tries again.
+        match requeue(ctx, id).await {
+            Ok(true) => queued += 1,
+            Ok(false) => {}
+            Err(e) => {
+                warn!(job.id = %id, error = %e, "could not queue an unqueued job; next sweep")
+            }
         }
-        ctx.jobs.queued(id).await?;
     }
     if queued > 0 {
         info!(queued, "queued jobs their intake had not");
     }
     Ok(queued)
+}
+
+/// Queues the marked job `id` if it is still waiting for its first message, and clears its
+/// mark; true if it queued it.
+async fn requeue(ctx: &Context, id: Uuid) -> Result<bool, RequeueError> {
+    let Some(job) = ctx.jobs.get(id).await? else {
+        ctx.jobs.queued(id).await?;
+        return Ok(false);
+    };
+    let waiting = job.status == JobStatus::Queued && job.stage == Some(Stage::Validate);
+    if waiting {
+        ctx.enqueue(
+            &JobEnvelope::first(&job),
+            Duration::ZERO,
+            Default::default(),
+        )
+        .await?;
+        warn!(job.id = %id, "a job was written but never queued (its intake stopped); queued it now");
+    }
+    ctx.jobs.queued(id).await?;
+    Ok(waiting)
 }
