@@ -213,18 +213,25 @@ async fn undo(ctx: &Context, username: &str, job_id: Uuid, written: &Written) {
         ));
     }
     if written.job {
-        if let Err(e) = ctx.jobs.queued(job_id).await {
-            tracing::error!(error = %e, job.id = %job_id, "could not undo a half-made job's unqueued mark");
-        }
-        deletes.push((&tables.jobs, Key::partition(job_id.to_string())));
         deletes.push((
             &tables.user_jobs,
             Key::with_sort(username, job_id.to_string()),
         ));
+        deletes.push((&tables.jobs, Key::partition(job_id.to_string())));
     }
+    let mut job_left = false;
     for (table, key) in deletes {
         if let Err(e) = ctx.stores.tables.delete(table, &key).await {
             tracing::error!(error = %e, table, job.id = %job_id, "could not undo a half-made job");
+            job_left |= table == &tables.jobs;
+        }
+    }
+    // The mark last, and only once the job is gone: a job left behind keeps its mark, so
+    // the monitor's sweep queues it (its validate then finds the upload gone and rejects
+    // it) rather than it waiting, queued, for a message nobody sends.
+    if written.job && !job_left {
+        if let Err(e) = ctx.jobs.queued(job_id).await {
+            tracing::error!(error = %e, job.id = %job_id, "could not undo a half-made job's unqueued mark");
         }
     }
 }
