@@ -342,10 +342,12 @@ async fn a_poison_message_is_dead_lettered_recorded_once_and_redriven() {
     check_once(&ctx, &jobs).await;
 }
 
-/// The embedded queue, except that sends to one queue fail (the backend away mid re-drive).
+/// The embedded queue, except that sends to one queue fail (the backend away mid re-drive),
+/// and, with `deletes_fail`, deletes from every queue.
 struct SendsFail {
     inner: Arc<dyn Queue>,
     queue: String,
+    deletes_fail: bool,
 }
 
 #[async_trait]
@@ -372,6 +374,9 @@ impl Queue for SendsFail {
     }
 
     async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError> {
+        if self.deletes_fail {
+            return Err(QueueError::Unavailable("injected: deletes fail".into()));
+        }
         self.inner.delete(queue, receipt).await
     }
 
@@ -419,6 +424,7 @@ async fn a_redrive_that_did_not_finish_leaves_the_job_dead_lettered_and_records_
     away.stores.queue = Arc::new(SendsFail {
         inner: ctx.stores.queue.clone(),
         queue: kustomize.queue.clone(),
+        deletes_fail: false,
     });
     let failed = away.redrive_stage(Stage::Kustomize, &|_| true, false).await;
     assert!(
@@ -1052,4 +1058,62 @@ async fn the_unqueued_sweep_goes_on_past_an_unreadable_job() {
     assert_eq!(requeue::sweep(&ctx, Duration::ZERO).await.unwrap(), 1);
     let left = ctx.jobs.unqueued(i64::MAX).await.unwrap();
     assert_eq!(left, [marked[0].job_id]);
+}
+
+/// A re-drive whose letters cannot be deleted after their moves still moves every one of
+/// them (before, the first failed delete ended the walk), and the copies left behind are
+/// named by the jobs' re-drive entries: nothing recorded twice, every job published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_moves_every_letter_when_their_deletes_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = crash::shared_context(&dir.path().join("data"), |s| {
+        s.stages.kustomize.max_receive_count = 1;
+    })
+    .await;
+    let on = Arc::new(AtomicBool::new(true));
+    let jobs = crash::submit_many(&ctx, 3, "Undeleted Letters").await;
+    drain_handlers(&ctx, poisoned_kustomize(&on), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(monitor::scan_once(&ctx).await.unwrap().recorded(), 3);
+    on.store(false, Ordering::SeqCst);
+
+    let mut away = ctx.clone();
+    away.stores.queue = Arc::new(SendsFail {
+        inner: ctx.stores.queue.clone(),
+        queue: "no queue".into(),
+        deletes_fail: true,
+    });
+    let report = away
+        .redrive_stage(Stage::Kustomize, &|_| true, false)
+        .await
+        .unwrap();
+    assert_eq!(report.matched.len(), 3, "{report:?}");
+    let kustomize = &ctx.settings.stages.kustomize;
+    let source = ctx.stores.queue.depth(&kustomize.queue).await.unwrap();
+    assert_eq!(source.visible, 3);
+
+    drain_handlers(&ctx, poisoned_kustomize(&on), Duration::from_secs(60))
+        .await
+        .unwrap();
+    wait_published(&ctx, &jobs, Duration::from_secs(30)).await;
+    // The copies are still held by the walk (60 s); when they come back, the jobs' re-drive
+    // entries name them, and the monitor takes them for stale copies.
+    let dlq = ctx
+        .stores
+        .queue
+        .depth(&kustomize.dead_letter_queue)
+        .await
+        .unwrap();
+    assert_eq!((dlq.visible, dlq.in_flight), (0, 3), "{dlq:?}");
+    for job in &jobs {
+        let job = pipeline::job(&ctx, job.job_id).await;
+        let letter = job.history.iter().rev().find_map(|h| h.letter.clone());
+        assert!(letter.is_some_and(|l| job.was_redriven_from(Stage::Kustomize, &l)));
+    }
+    let scan = monitor::scan_once(&ctx).await.unwrap();
+    assert_eq!(scan.recorded(), 0, "{scan:#?}");
+    for job in &jobs {
+        assert_one_dead_letter_item(&ctx, job.job_id).await;
+    }
 }

@@ -185,9 +185,17 @@ impl AsyncVisit for Redrive<'_> {
                 return Err(e);
             }
         };
-        self.queue
-            .delete(self.dead_letter_queue, &d.receipt)
-            .await?;
+        // Moved: a letter that cannot be deleted now stays behind as a copy, which the
+        // dead-letter monitor knows by the job's re-drive entry; the walk goes on.
+        if let Err(e) = self.queue.delete(self.dead_letter_queue, &d.receipt).await {
+            tracing::warn!(
+                dead_letter_queue = self.dead_letter_queue,
+                dead_letter_id = %d.message_id,
+                new_message_id = %new_id,
+                error = %e,
+                "re-driven, but the letter could not be deleted: a copy stays behind"
+            );
+        }
         tracing::info!(
             dead_letter_queue = self.dead_letter_queue,
             source_queue = self.source_queue,
