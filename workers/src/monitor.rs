@@ -327,7 +327,9 @@ async fn look_at(
     if !marked {
         ctx.jobs
             .modify(job.job_id, |j| {
-                j.dead_letter(stage, attempts, Some(last_error.clone()))
+                // Checked again on the job as it is now: named superseded since it was read.
+                let superseded = j.superseded.iter().any(|m| m == &d.message_id);
+                !superseded && j.dead_letter(stage, attempts, Some(last_error.clone()))
             })
             .await?;
     }
