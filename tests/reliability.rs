@@ -758,18 +758,13 @@ async fn a_rerun_of_validate_never_takes_another_jobs_image_of_the_same_version(
     assert!(published().await == png);
 }
 
-/// The intake writes a job with its unqueued mark, then dies before sending its message:
-/// the monitor's sweep finds the mark once it is old enough and queues the job, which then
-/// runs through; a job whose message went out has its mark cleared and is left alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_job_whose_intake_died_before_queueing_it_is_queued_by_the_sweep() {
+/// What an intake that died before queueing its job had done: the image stored, the job
+/// and its unqueued mark written.
+async fn died_before_queueing(ctx: &Context, name: &str) -> JobRecord {
     use k8or::job::StoredImage;
     use k8or::store::blobs::{bytes_body, put_checked};
-    use k8or_workers::requeue;
 
-    let (_dir, ctx) = pipeline::context(|_| {}).await;
-    // What the intake had done when it died: the image stored, the job and mark written.
-    let request = pipeline::request(&pipeline::new_uid(), "Never Queued", "v0-0-01");
+    let request = pipeline::request(&pipeline::new_uid(), name, "v0-0-01");
     let id = uuid::Uuid::now_v7();
     let temp_key = StoredImage::temp_key_for(id);
     let receipt = put_checked(
@@ -799,6 +794,19 @@ async fn a_job_whose_intake_died_before_queueing_it_is_queued_by_the_sweep() {
         chrono::Utc::now(),
     );
     ctx.jobs.create_unqueued(&job).await.unwrap();
+    job
+}
+
+/// The intake writes a job with its unqueued mark, then dies before sending its message:
+/// the monitor's sweep finds the mark once it is old enough and queues the job, which then
+/// runs through; a job whose message went out has its mark cleared and is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_intake_died_before_queueing_it_is_queued_by_the_sweep() {
+    use k8or_workers::requeue;
+
+    let (_dir, ctx) = pipeline::context(|_| {}).await;
+    let job = died_before_queueing(&ctx, "Never Queued").await;
+    let id = job.job_id;
 
     // Too young to be taken for lost: the intake may be about to send it.
     assert_eq!(
@@ -1021,27 +1029,7 @@ async fn the_unqueued_sweep_goes_on_past_an_unreadable_job() {
     let (_dir, ctx) = pipeline::context(|_| {}).await;
     let mut marked = Vec::new();
     for name in ["Unreadable", "Fine"] {
-        // As an intake that died after writing the job with its mark.
-        let request = pipeline::request(&pipeline::new_uid(), name, "v0-0-01");
-        let uid = request.image_metadata.image_uid.clone().unwrap();
-        let id = uuid::Uuid::now_v7();
-        let image = k8or::job::StoredImage {
-            temp_key: k8or::job::StoredImage::temp_key_for(id),
-            size: 1,
-            sha256: String::new(),
-            declared_content_type: None,
-            file_name: None,
-        };
-        let job = JobRecord::new(
-            id,
-            "jamesbond".into(),
-            uid,
-            request,
-            image,
-            chrono::Utc::now(),
-        );
-        ctx.jobs.create_unqueued(&job).await.unwrap();
-        marked.push(job);
+        marked.push(died_before_queueing(&ctx, name).await);
     }
     let mut broken = Item::new();
     broken.insert("jobId".into(), marked[0].job_id.to_string().into());
