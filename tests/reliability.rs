@@ -941,7 +941,7 @@ async fn the_kustomization_folder_ends_holding_the_files_of_its_row() {
         kustomization_prefix: prefix.clone(),
         created: Created::at(older.created_at),
     };
-    let held = kustomize::write_folder(&ctx, late).await.unwrap();
+    let held = kustomize::write_folder(&ctx, late, None).await.unwrap();
     assert_eq!(held.job_id, newer.job_id);
     assert_eq!(folder().await, expected);
     pipeline::drain(&ctx).await;

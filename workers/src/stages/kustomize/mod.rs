@@ -46,18 +46,24 @@ async fn user_input(ctx: &Context, job: &JobRecord) -> Result<ImageMetadata, Sta
 /// while it names another job (a newer one replaced it meanwhile), writes that job's files
 /// too. Two jobs of one version may run at once, and whichever wrote its files last would
 /// otherwise leave them beside the other's row; the row only moves to newer jobs, so this
-/// ends, with the folder holding what the row holds. Returns the item the folder holds.
+/// ends, with the folder holding what the row holds. `rendered`: `item`'s files, where the
+/// caller has them already (else they are rendered from its resources). Returns the item
+/// the folder holds.
 pub async fn write_folder(
     ctx: &Context,
     mut item: KustomizeItem,
+    mut rendered: Option<Vec<(String, String)>>,
 ) -> Result<KustomizeItem, StageError> {
     let bucket = &ctx.settings.buckets.app_image;
     let table = &ctx.settings.tables.k8or_kustomize;
     let key = Key::with_sort(item.image_uid.clone(), item.image_version.clone());
     loop {
-        let files = files::files(&item.helm_chart).map_err(|e| {
-            StageError::retry(format!("kustomization item of job {}", item.job_id), e)
-        })?;
+        let files = match rendered.take() {
+            Some(files) => files,
+            None => files::files(&item.helm_chart).map_err(|e| {
+                StageError::retry(format!("kustomization item of job {}", item.job_id), e)
+            })?,
+        };
         // Side by side: each put waits on its own sync, and those overlap.
         let puts = files.into_iter().map(|(name, text)| {
             let key = format!("{}/{name}", item.kustomization_prefix);
@@ -183,19 +189,20 @@ impl StageHandler for Kustomize {
         let bucket = &settings.buckets.app_image;
         // Written or not, the folder is made to hold what the row holds: a run of an
         // older job may have put its files there after the newer job wrote its own.
-        let holder = if written {
-            item
+        let row = if written {
+            None
         } else {
             info!(%prefix, "a newer job's kustomization holds this version");
             let key = Key::with_sort(job.image_uid.clone(), version.clone());
-            let row = ctx
-                .stores
+            ctx.stores
                 .tables
                 .get_as(&settings.tables.k8or_kustomize, &key)
-                .await?;
-            row.unwrap_or(item)
+                .await?
         };
-        write_folder(ctx, holder).await?;
+        match row {
+            Some(row) => write_folder(ctx, row, None).await?,
+            None => write_folder(ctx, item, Some(files.clone())).await?,
+        };
         let file_keys: Vec<String> = files.iter().map(|(n, _)| format!("{prefix}/{n}")).collect();
         record_event(
             ctx,
