@@ -345,26 +345,34 @@ impl Attempt<'_> {
     /// leaves a later attempt's start alone).
     async fn release(&self) -> Execution {
         let (stage, attempt) = (self.stage, self.attempt());
-        let sent_again =
-            release::send_again_if_last(self.ctx, stage, self.delivery, Some(self.env), attempt)
-                .await;
         let note = "the worker shut down before the stage finished; released for another worker";
         let message_id = &self.delivery.message_id;
-        if let Err(e) = self
-            .ctx
-            .jobs
-            .modify(self.env.job_id, |job| {
-                let started = self.fold_start(job);
-                let superseded = sent_again && job.supersede(message_id);
-                job.retrying(stage, attempt, note, 0) || started || superseded
-            })
-            .await
-        {
-            warn!(error = %e, "could not record the release on the job");
-        } else {
-            self.start_written();
-        }
-        release::let_go(self.ctx, self.queue, self.delivery, sent_again).await;
+        let record = |sent_again: bool| async move {
+            let written = self
+                .ctx
+                .jobs
+                .modify(self.env.job_id, |job| {
+                    let started = self.fold_start(job);
+                    let superseded = sent_again && job.supersede(message_id);
+                    job.retrying(stage, attempt, note, 0) || started || superseded
+                })
+                .await;
+            match written {
+                Ok(_) => self.start_written(),
+                Err(e) => warn!(error = %e, "could not record the release on the job"),
+            }
+        };
+        let env = Some(self.env);
+        release::release(
+            self.ctx,
+            stage,
+            self.queue,
+            self.delivery,
+            env,
+            attempt,
+            record,
+        )
+        .await;
         info!("released at shutdown");
         Execution::Released
     }

@@ -5,9 +5,9 @@
 //! names the original as superseded (so that the dead-letter monitor knows it for a stale
 //! copy, should its delete fail), and the original is deleted.
 //!
-//! In that order, and the caller's job write in the middle: [`send_again_if_last`], the
-//! job write, then [`let_go`].
+//! [`release`] keeps that order, with the caller's job write in the middle.
 
+use std::future::Future;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -15,10 +15,29 @@ use k8or::store::Delivery;
 use k8or::{Context, JobEnvelope, Stage};
 use tracing::{info, warn};
 
+/// Releases `delivery` of `stage`'s `queue`, whose attempt was `attempt`: sends it again if
+/// this was its last receive, then runs `record` (the job write, told whether it was sent
+/// again, so that it names the original as superseded), then lets the original go. The
+/// job is written before the message is free: once it is, another worker may start the
+/// next attempt at once.
+pub(super) async fn release<Fut: Future<Output = ()>>(
+    ctx: &Context,
+    stage: Stage,
+    queue: &str,
+    delivery: &Delivery,
+    env: Option<&JobEnvelope>,
+    attempt: u32,
+    record: impl FnOnce(bool) -> Fut,
+) {
+    let sent_again = send_again_if_last(ctx, stage, delivery, env, attempt).await;
+    record(sent_again).await;
+    let_go(ctx, queue, delivery, sent_again).await;
+}
+
 /// On the message's last allowed receive, sends it again as a new one that starts at the
 /// attempt after `attempt`; true if it did (`env`: its envelope; an unreadable message is
 /// never sent again, and the queue's receive count dead-letters it in the end).
-pub(super) async fn send_again_if_last(
+async fn send_again_if_last(
     ctx: &Context,
     stage: Stage,
     delivery: &Delivery,
@@ -49,7 +68,7 @@ pub(super) async fn send_again_if_last(
 
 /// Lets go of the original: deletes it if it was sent again (retrying a few times: left,
 /// it comes back once more and is dead-lettered as a stale copy), else makes it visible.
-pub(super) async fn let_go(ctx: &Context, queue: &str, delivery: &Delivery, sent_again: bool) {
+async fn let_go(ctx: &Context, queue: &str, delivery: &Delivery, sent_again: bool) {
     let q = &ctx.stores.queue;
     if sent_again {
         let delete = || q.delete(queue, &delivery.receipt);

@@ -226,25 +226,32 @@ async fn finish_receive(
     match tokio::time::timeout(wait + RECEIVE_MARGIN, receiving).await {
         Ok(Ok(deliveries)) => {
             for d in deliveries {
-                let env = JobEnvelope::parse(&d.body).ok();
-                let attempt = env
-                    .as_ref()
-                    .map_or(d.receive_count, |e| release::attempt_of(e, &d));
-                let sent_again =
-                    release::send_again_if_last(ctx, stage, &d, env.as_ref(), attempt).await;
-                if let Some(env) = env.as_ref().filter(|_| sent_again) {
-                    let id = &d.message_id;
-                    if let Err(e) = ctx.jobs.modify(env.job_id, |j| j.supersede(id)).await {
-                        warn!(error = %e, "could not name the message sent again on the job");
-                    }
-                }
-                release::let_go(ctx, queue, &d, sent_again).await;
-                info!(message.id = %d.message_id, "released a message received at the stop");
+                release_unworked(ctx, stage, queue, &d).await;
             }
         }
         Ok(Err(e)) => warn!(error = %e, "the receive under way at the stop failed"),
         Err(_) => warn!("the receive under way at the stop did not end in time"),
     }
+}
+
+/// Releases a message received at the stop, which no attempt ran: the job only learns of
+/// it if it was sent again (see [`release`]).
+async fn release_unworked(ctx: &Context, stage: Stage, queue: &str, d: &Delivery) {
+    let env = JobEnvelope::parse(&d.body).ok();
+    let attempt = env
+        .as_ref()
+        .map_or(d.receive_count, |e| release::attempt_of(e, d));
+    let (env, id) = (env.as_ref(), &d.message_id);
+    let record = |sent_again: bool| async move {
+        let Some(env) = env.filter(|_| sent_again) else {
+            return;
+        };
+        if let Err(e) = ctx.jobs.modify(env.job_id, |j| j.supersede(id)).await {
+            warn!(error = %e, "could not name the message sent again on the job");
+        }
+    };
+    release::release(ctx, stage, queue, d, env, attempt, record).await;
+    info!(message.id = %d.message_id, "released a message received at the stop");
 }
 
 /// Sleeps, unless shutdown comes first; true if it did.
