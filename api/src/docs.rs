@@ -174,6 +174,8 @@ pub struct PostDataDoc {
     post_content: Option<String>,
     post_excerpt: Option<String>,
     post_status: Option<String>,
+    /// A `wp_users` ID (`GET /api/v1/users`): the caller's own, or anyone's for an admin.
+    /// Left out: the caller's own row, else 0.
     post_author: Option<u64>,
     post_date: Option<String>,
     post_date_gmt: Option<String>,

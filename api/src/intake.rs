@@ -1,8 +1,8 @@
 //! A submission, from checked metadata to a queued job (seed 3.1–3.3).
 //!
 //! The order keeps a rejected request from leaving anything behind:
-//! 1. `prepare`: the token's user, every metadata rule, the supplied UID's owner — before
-//!    a byte of the image is read, so a bad form costs nothing;
+//! 1. `prepare`: the token's user, every metadata rule, the post's author, the supplied
+//!    UID's owner — before a byte of the image is read, so a bad form costs nothing;
 //! 2. `temp_image`: the image streams into the temporary bucket (hashed, size-capped);
 //! 3. `commit`: assign a UID if none was sent, write the job record, the
 //!    `temporary-image-saved` event, then enqueue the validate stage. If any step fails,
@@ -27,6 +27,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::data_url::drop_data_url;
 use crate::error::ApiError;
+use crate::post_author;
 use crate::telemetry;
 use crate::temp_image::delete_blob;
 use crate::uid;
@@ -57,6 +58,11 @@ pub async fn prepare(
     caller.check_username(request.user_metadata.username.as_deref())?;
     request.user_metadata.username = Some(caller.username.clone());
     let mut errors = check_upload(&request);
+    let author = request.post_metadata.post_data.post_author;
+    if author.is_some() {
+        let users = ctx.stores.viewport.users().await?;
+        errors.extend(post_author::check(caller, author, &users)?);
+    }
     let uid = request.image_metadata.image_uid.clone();
     let uid_well_formed = !errors.iter().any(|e| e.field == "imageMetadata.imageUID");
     if let Some(uid) = uid.as_deref().filter(|_| uid_well_formed) {

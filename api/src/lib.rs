@@ -9,6 +9,7 @@ mod envelope;
 pub mod error;
 mod extract;
 mod intake;
+mod post_author;
 pub mod routes;
 pub mod secret;
 pub mod startup;

@@ -8,6 +8,11 @@ use crate::helpers::{
 async fn submit(app: &TestApp, user: &str) -> String {
     let mut meta = metadata();
     meta["userMetadata"]["username"] = user.into();
+    // The post as the user's own (the payload names jamesbond's wp_users ID).
+    meta["postMetadata"]["postData"]
+        .as_object_mut()
+        .unwrap()
+        .remove("post_author");
     let res = app.submit(&app.token(user, Role::User), &meta).await;
     assert_eq!(res.status(), 202);
     res.json::<Value>().await.unwrap()["jobId"]

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::helpers::{
     error_body, fields, metadata, png, png_data_url, spawn_app, spawn_app_drifted, spawn_app_with,
-    TestApp, OTHER, USER, VALIDATOR_ERROR_PID,
+    TestApp, ADMIN, OTHER, USER, VALIDATOR_ERROR_PID,
 };
 
 /// Checks the 202 body and returns it.
@@ -268,6 +268,43 @@ async fn another_users_name_in_the_body_is_403() {
     let mut meta = metadata();
     meta["userMetadata"]["username"] = json!(OTHER);
     rejected(&app, &meta.to_string(), 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn another_viewport_user_as_post_author_is_403_unless_an_admin_asks() {
+    let app = spawn_app().await;
+    let mut meta = metadata();
+    meta["postMetadata"]["postData"]["post_author"] = json!(4); // k8or_admin's wp_users ID
+    let body = rejected(&app, &meta.to_string(), 403, "forbidden").await;
+    assert!(
+        body["message"].as_str().unwrap().contains("k8or_admin"),
+        "{body}"
+    );
+
+    // An admin may publish as jamesbond.
+    let mut meta = metadata();
+    meta["userMetadata"]["username"] = json!(ADMIN);
+    let body = accepted(app.submit(&app.admin_token(), &meta).await).await;
+    let job_id: uuid::Uuid = body["jobId"].as_str().unwrap().parse().unwrap();
+    let job = app.ctx.jobs.get(job_id).await.unwrap().unwrap();
+    assert_eq!(job.username, ADMIN);
+    assert_eq!(job.request.post_metadata.post_data.post_author, Some(2));
+}
+
+#[tokio::test]
+async fn a_post_author_who_is_no_viewport_user_is_422() {
+    let app = spawn_app().await;
+    let mut meta = metadata();
+    meta["postMetadata"]["postData"]["post_author"] = json!(99);
+    meta["imageMetadata"]["imageVersion"] = json!("v0-0");
+    let body = rejected(&app, &meta.to_string(), 422, "validation-failed").await;
+    assert_eq!(
+        fields(&body),
+        [
+            "imageMetadata.imageVersion",
+            "postMetadata.postData.post_author"
+        ]
+    );
 }
 
 #[tokio::test]

@@ -21,14 +21,18 @@ use text::{plain_text, strip_markup};
 
 pub struct Publish;
 
-/// The post author: the wp_users ID of the job's user, else the board's `post_author`,
-/// else 0 (WordPress's "no author").
+/// The post author: the board's `post_author` where it names a ViewPort user (the intake
+/// lets only an admin name another user than themselves), else the wp_users ID of the job's
+/// user, else 0 (WordPress's "no author").
 pub fn resolve_author(users: &[WpUser], username: &str, requested: Option<u64>) -> u64 {
-    users
-        .iter()
-        .find(|u| u.user_login == username)
-        .map(|u| u.id)
-        .or(requested)
+    requested
+        .filter(|id| users.iter().any(|u| u.id == *id))
+        .or_else(|| {
+            users
+                .iter()
+                .find(|u| u.user_login == username)
+                .map(|u| u.id)
+        })
         .unwrap_or(0)
 }
 
@@ -331,15 +335,22 @@ mod tests {
     }
 
     #[test]
-    fn author_is_the_users_wordpress_id() {
-        let users = vec![WpUser {
-            id: 2,
-            user_login: "jamesbond".into(),
-            user_email: "jamesbond@k8or.com".into(),
-            display_name: "James Bond".into(),
-        }];
+    fn author_is_the_one_named_else_the_users_wordpress_id() {
+        let user = |id, login: &str| WpUser {
+            id,
+            user_login: login.into(),
+            user_email: format!("{login}@k8or.com"),
+            display_name: login.into(),
+        };
+        let users = vec![user(2, "jamesbond"), user(4, "k8or_admin")];
+        // Named (the intake let only an admin name someone else).
+        assert_eq!(resolve_author(&users, "k8or_admin", Some(2)), 2);
+        assert_eq!(resolve_author(&users, "jamesbond", Some(2)), 2);
+        // None named, or one who is no ViewPort user (any more): the job's user.
+        assert_eq!(resolve_author(&users, "jamesbond", None), 2);
         assert_eq!(resolve_author(&users, "jamesbond", Some(9)), 2);
-        assert_eq!(resolve_author(&users, "nobody", Some(9)), 9);
+        // Neither: WordPress's "no author".
+        assert_eq!(resolve_author(&users, "nobody", Some(9)), 0);
         assert_eq!(resolve_author(&users, "nobody", None), 0);
     }
 }
