@@ -178,6 +178,34 @@ async fn provision_then_dead_letters_are_listed_and_redriven() {
     assert!(!missing.status.success(), "an unknown job is an error");
 }
 
+/// Processes starting at once on a new data folder (an API and its workers on a first boot)
+/// each open the same new SQLite files: none may find them locked and give up.
+#[test]
+fn processes_starting_at_once_on_a_new_folder_all_open_it() {
+    for _ in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<_> = (0..8)
+            .map(|_| {
+                worker(dir.path())
+                    .arg("provision")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "exit {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn run_works_until_sigterm_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::{BlockingRetryable, ExponentialBuilder};
 use rusqlite::{Connection, ErrorCode};
 use tokio::sync::oneshot;
 
@@ -168,6 +169,35 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// The writer's connection, in WAL mode. Two processes opening a new file at once (an API
+/// and a worker on a fresh data folder) can find it locked while the other one switches it
+/// to WAL: SQLite answers that at once, not after the busy timeout, so the opener retries.
+fn open_writer(path: &Path) -> Result<Connection, DbError> {
+    let conn = connect(path)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        // Also what SQLite answers while another connection holds the file.
+        return Err(DbError::unavailable(format!(
+            "{} cannot use WAL mode (it is in {mode} mode)",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // No schema declares one yet, but a declared constraint is one to keep.
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// Retries of an open that found the file locked: well past another opener's switch to WAL.
+fn opening_backoff() -> ExponentialBuilder {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(5))
+        .with_max_delay(Duration::from_millis(500))
+        .with_max_times(20)
+        .with_jitter()
+}
+
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([])?;
     Ok(())
@@ -187,18 +217,11 @@ impl Db {
             std::fs::create_dir_all(parent)
                 .map_err(|e| DbError::unavailable(format!("{}: {e}", parent.display())))?;
         }
-        let conn = connect(&path)?;
-        let mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(DbError::unavailable(format!(
-                "{} cannot use WAL mode (it is in {mode} mode)",
-                path.display()
-            )));
-        }
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // No schema declares one yet, but a declared constraint is one to keep.
-        conn.pragma_update(None, "foreign_keys", true)?;
+        let conn = (|| open_writer(&path))
+            .retry(opening_backoff())
+            .sleep(std::thread::sleep)
+            .when(|e| e.class == ErrorClass::Unavailable)
+            .call()?;
         let (writer, queue) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
