@@ -464,7 +464,9 @@ $('upload-form').addEventListener('submit', async (e) => {
       if (Object.keys(mapped).length) showFieldErrors(mapped);
       say('form-status', `The API refused the upload: ${[errorText(body, err.status), ...loose].join(' · ')}`, 'bad');
     } else if (err.status === 403) {
-      if (/user/i.test(body?.message ?? '')) setError('username', errorText(body, err.status));
+      const message = body?.message ?? '';
+      if (/post_author/.test(message)) setError('postAuthor', errorText(body, err.status));
+      else if (/user/i.test(message)) setError('username', errorText(body, err.status));
       say('form-status', `The API refused the upload: ${errorText(body, err.status)}`, 'bad');
     } else if (err.status === 413) {
       setError('file', 'This file is larger than the server accepts.');
