@@ -109,7 +109,7 @@ async fn from_multipart(
         content_type: field.content_type().map(str::to_owned),
         file_name: field.file_name().map(str::to_owned),
     };
-    check_declared(&declared)?;
+    check_declared(&declared, "image.contentType")?;
     let unclaimed = Unclaimed::new(ctx, &prepared);
     let image = temp_image::store_field(ctx, &prepared, field, declared).await?;
     // A part after the image would be silently lost: refuse it, and the stored image.
@@ -139,10 +139,13 @@ const DECLARED_MAX: usize = 255;
 
 /// The image part's declared name and type are stored with the job: bounded, as the
 /// metadata is, before a byte of the image is read.
-fn check_declared(declared: &Declared) -> Result<(), ApiError> {
+/// Caps what the client declared (stored in the job record and on the object).
+/// `type_field`: where the content type came from (the image part's header, or the data
+/// URL's media type).
+fn check_declared(declared: &Declared, type_field: &str) -> Result<(), ApiError> {
     let errors: Vec<FieldError> = [
         ("image.filename", &declared.file_name),
-        ("image.contentType", &declared.content_type),
+        (type_field, &declared.content_type),
     ]
     .into_iter()
     .filter_map(|(field, value)| {
@@ -242,6 +245,7 @@ async fn from_json(
         content_type: decoded.media_type,
         file_name: None,
     };
+    check_declared(&declared, "imageData")?;
     let unclaimed = Unclaimed::new(ctx, &prepared);
     let image = temp_image::store_bytes(ctx, &prepared, decoded.bytes, declared).await?;
     unclaimed.claim();

@@ -533,6 +533,20 @@ async fn an_overlong_file_name_or_type_of_the_image_is_422_and_stores_nothing() 
         assert_eq!(fields(&body), [field]);
         app.assert_nothing_stored(USER).await;
     }
+
+    // The JSON form's type is the data URL's media type: the same cap.
+    let mut meta = metadata();
+    meta["imageData"] = json!(format!(
+        "data:image/{};base64,{}",
+        "x".repeat(300),
+        png_data_url().split_once(',').unwrap().1
+    ));
+    let res = app
+        .post_json("/api/v1/jobs", Some(&app.user_token()), &meta)
+        .await;
+    let body = error_body(res, 422, "validation-failed").await;
+    assert_eq!(fields(&body), ["imageData"]);
+    app.assert_nothing_stored(USER).await;
 }
 
 /// The image is stored, then the request stalls where a part after it could begin, until
