@@ -21,6 +21,7 @@ use k8or::audit::NewError;
 use k8or::pid::{known, Pid};
 
 use crate::error::ErrorReport;
+use crate::request_id;
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -84,6 +85,12 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    // The error log's key: the request's id, unless the client chose it (and may reuse it).
+    let error_id = if req.extensions().get::<request_id::FromClient>().is_some() {
+        uuid::Uuid::now_v7().to_string()
+    } else {
+        request_id.clone()
+    };
     let username = state.keys.username_of(req.headers());
 
     let mut response = next.run(req).await;
@@ -99,7 +106,15 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     let pid = error_pid(&method, route);
     if !UNLOGGED.contains(&route) {
         if username.is_some() || state.anonymous_errors.take() {
-            record(&state, &report, pid, username.as_deref(), &request_id).await;
+            record(
+                &state,
+                &report,
+                pid,
+                username.as_deref(),
+                &error_id,
+                &request_id,
+            )
+            .await;
         } else {
             telemetry::error_unrecorded();
         }
@@ -118,6 +133,7 @@ async fn record(
     report: &ErrorReport,
     pid: Pid,
     username: Option<&str>,
+    error_id: &str,
     request_id: &str,
 ) {
     let reasons = report.details.iter().map(ToString::to_string).collect();
@@ -128,7 +144,7 @@ async fn record(
             username: username.unwrap_or("anonymous"),
             error_type: report.code,
             pid,
-            subject: request_id,
+            subject: error_id,
             job_id: None,
             stage: None,
             message: &report.message,

@@ -29,6 +29,7 @@ use utoipa_axum::routes;
 use crate::docs::ApiDoc;
 use crate::envelope::envelope;
 use crate::error::ApiError;
+use crate::request_id;
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -95,6 +96,7 @@ pub fn router(state: AppState) -> Result<Router, RouterError> {
     ));
     let cors = cors(&limits.cors_origins)?;
     let layers = ServiceBuilder::new()
+        .layer(middleware::map_request(request_id::screen))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
             let id = req

@@ -1,6 +1,6 @@
 use serde_json::Value;
 
-use crate::helpers::{error_body, spawn_app, spawn_app_with, LOGIC_ERROR_PID};
+use crate::helpers::{error_body, spawn_app, spawn_app_with, LOGIC_ERROR_PID, USER};
 
 #[tokio::test]
 async fn liveness_and_readiness_need_no_token() {
@@ -87,6 +87,43 @@ async fn request_ids_are_made_or_kept() {
         .await
         .unwrap();
     assert_eq!(res.headers()["x-request-id"], "trace-me-42");
+
+    // Not plain, or too long: replaced by one the server makes.
+    for sent in ["has space#and-hash".to_owned(), "x".repeat(65)] {
+        let res = app
+            .client
+            .get(app.url("/healthz"))
+            .header("x-request-id", &sent)
+            .send()
+            .await
+            .unwrap();
+        let id = res.headers()["x-request-id"].to_str().unwrap();
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{sent} -> {id}");
+    }
+}
+
+/// A client may send one id with every request: each error is logged all the same.
+#[tokio::test]
+async fn errors_of_requests_sharing_a_client_id_are_all_logged() {
+    let app = spawn_app().await;
+    for _ in 0..2 {
+        let res = app
+            .client
+            .get(app.url("/api/v1/jobs/not-a-uuid"))
+            .bearer_auth(app.user_token())
+            .header("x-request-id", "same-id")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.headers()["x-request-id"], "same-id");
+        error_body(res, 404, "not-found").await;
+    }
+    let errors = app.ctx.audit.errors_of(USER).await.unwrap();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    for e in &errors {
+        assert_eq!(e.request_id.as_deref(), Some("same-id"));
+    }
+    assert_ne!(errors[0].error_key, errors[1].error_key);
 }
 
 #[tokio::test]
