@@ -134,8 +134,11 @@ pub struct JobView {
     pub status_url: String,
     #[schema(value_type = Vec<HistoryDoc>)]
     pub history: Vec<HistoryEntry>,
+    /// Why the job was rejected, or why its stage is retrying or dead-lettered: to a user
+    /// token, a backend's error (retrying, dead-lettered) reads only "failed … on our
+    /// side"; admins read the cause.
     pub error: Option<String>,
-    /// Every failed check of a rejection, or the causes of a dead letter.
+    /// Every failed check of a rejection, or the causes of a dead letter (admins only).
     pub reasons: Vec<String>,
     pub image: ImageView,
     /// What the stages produced: object keys, manifests, the post id and link.
@@ -174,6 +177,44 @@ impl From<JobRecord> for JobView {
             created_at: job.created_at,
             updated_at: job.updated_at,
         }
+    }
+}
+
+impl JobView {
+    /// The job as its viewer may see it. An admin sees everything. A user sees why their
+    /// upload was rejected (their own input), but not the backend errors behind a retry or
+    /// a dead letter: those carry table, bucket and host names and drivers' messages, and
+    /// are for operators (`k8or-worker dlq list`, user-error-log, the workers' logs), as the
+    /// API's own 500s never show their cause.
+    pub fn for_viewer(job: JobRecord, admin: bool) -> Self {
+        let mut view = Self::from(job);
+        if !admin {
+            view.hide_backend_errors();
+        }
+        view
+    }
+
+    fn hide_backend_errors(&mut self) {
+        for entry in &mut self.history {
+            if entry.error.is_some() && entry.status != JobStatus::Rejected {
+                entry.error = Some(backend_failure(entry.status));
+            }
+        }
+        if self.error.is_some() && self.status != JobStatus::Rejected {
+            self.error = Some(backend_failure(self.status));
+            self.reasons.clear();
+        }
+    }
+}
+
+/// What a user reads in place of a backend error.
+fn backend_failure(status: JobStatus) -> String {
+    let what = "the stage failed for a reason on our side, not in the upload";
+    match status {
+        JobStatus::DeadLettered => {
+            format!("{what}; it stopped retrying, and an operator can re-drive it")
+        }
+        _ => format!("{what}; it is retried"),
     }
 }
 

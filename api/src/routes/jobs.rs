@@ -67,7 +67,7 @@ pub async fn submit_job(
         ));
     };
     let job = intake::commit(state.ctx.clone(), prepared, image).await?;
-    let view = JobView::from(job);
+    let view = JobView::for_viewer(job, caller.is_admin());
     Ok((
         StatusCode::ACCEPTED,
         [(header::LOCATION, view.status_url.clone())],
@@ -290,7 +290,7 @@ pub async fn get_job(
         .await?
         .filter(|job| caller.is_admin() || job.username == caller.username)
         .ok_or_else(not_found)?;
-    Ok(Json(job.into()))
+    Ok(Json(JobView::for_viewer(job, caller.is_admin())))
 }
 
 #[utoipa::path(
@@ -331,7 +331,10 @@ pub async fn list_jobs(
         .list_for_user(&username, limit, query.cursor)
         .await?;
     Ok(Json(JobPage {
-        jobs: jobs.into_iter().map(JobView::from).collect(),
+        jobs: jobs
+            .into_iter()
+            .map(|job| JobView::for_viewer(job, caller.is_admin()))
+            .collect(),
         next,
     }))
 }

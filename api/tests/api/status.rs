@@ -1,3 +1,4 @@
+use k8or::Stage;
 use k8or_api::Role;
 use serde_json::Value;
 
@@ -145,4 +146,68 @@ async fn bad_list_queries_are_400() {
         let res = app.get(&format!("/api/v1/jobs?{q}"), Some(&token)).await;
         error_body(res, 400, "invalid-query").await;
     }
+}
+
+/// A backend's error text (table, host and driver names) is for operators: the job's owner
+/// reads that the stage failed on our side; a rejection's reasons are theirs to read.
+#[tokio::test]
+async fn a_user_sees_rejections_but_not_backend_errors() {
+    let app = spawn_app().await;
+    let secret = "table k8or-upload-job-1630-tbl-k8d-aws: Access denied for user 'k8or'@'10.0.3.7'";
+    let failed: uuid::Uuid = submit(&app, USER).await.parse().unwrap();
+    app.ctx
+        .jobs
+        .modify(failed, |job| {
+            job.retrying(Stage::Validate, 1, secret, 1000)
+                && job.dead_letter(Stage::Validate, 1, Some(secret.into()))
+        })
+        .await
+        .unwrap();
+    let path = format!("/api/v1/jobs/{failed}");
+    let shown: Value = app
+        .get(&path, Some(&app.user_token()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["status"], "dead-lettered");
+    let text = shown.to_string();
+    assert!(!text.contains("Access denied"), "{text}");
+    assert!(
+        shown["error"].as_str().unwrap().contains("on our side"),
+        "{shown}"
+    );
+    let listed: Value = app
+        .get("/api/v1/jobs", Some(&app.user_token()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(!listed.to_string().contains("Access denied"), "{listed}");
+    // An admin reads the cause.
+    let admin: Value = app
+        .get(&path, Some(&app.admin_token()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(admin["error"], secret);
+
+    let rejected: uuid::Uuid = submit(&app, USER).await.parse().unwrap();
+    let reasons = vec!["the PNG is truncated".to_owned()];
+    app.ctx
+        .jobs
+        .modify(rejected, |job| {
+            job.reject(Stage::Validate, 1, reasons.clone())
+        })
+        .await
+        .unwrap();
+    let shown: Value = app
+        .get(&format!("/api/v1/jobs/{rejected}"), Some(&app.user_token()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["error"], "the PNG is truncated");
+    assert_eq!(shown["reasons"], serde_json::json!(reasons));
 }
