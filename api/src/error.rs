@@ -258,6 +258,11 @@ impl From<TableError> for ApiError {
                     message: "cursor is not one this API gave out".into(),
                 }
             }
+            // The store's own keys are short: an over-long one is a name the client sent.
+            TableError::KeyTooLong(why) => Self::BadRequest {
+                code: "key-too-long",
+                message: format!("a name or id in the request is too long to look up ({why})"),
+            },
             e if e.is_retryable() => Self::Unavailable(e.to_string()),
             e => Self::internal(e),
         }

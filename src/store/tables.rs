@@ -197,6 +197,10 @@ pub enum TableError {
     TransactionConditionFailed(usize),
     #[error("invalid item: {0}")]
     InvalidItem(String),
+    /// A key value over DynamoDB's size limits ([`check_key_sizes`]); refused by both
+    /// adapters before any call, so an over-long name a client sent reads as such.
+    #[error("key too long: {0}")]
+    KeyTooLong(String),
     /// A query's cursor is not one this store handed out for that query (the caller's
     /// mistake, not the store's: the API answers 400).
     #[error("invalid query cursor: {0}")]
@@ -207,6 +211,25 @@ pub enum TableError {
     Backend(String),
     #[error("item does not match its type: {0}")]
     Decode(String),
+}
+
+/// DynamoDB's limit on a partition key value, in UTF-8 bytes.
+pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
+/// DynamoDB's limit on a sort key value, in UTF-8 bytes.
+pub const MAX_SORT_KEY_BYTES: usize = 1024;
+
+/// Refuses key values over DynamoDB's limits, on every adapter alike.
+pub fn check_key_sizes(partition: &str, sort: Option<&str>) -> Result<(), TableError> {
+    let over = |what: &str, len: usize, max: usize| {
+        TableError::KeyTooLong(format!("a {what} key of {len} bytes (at most {max})"))
+    };
+    if partition.len() > MAX_PARTITION_KEY_BYTES {
+        return Err(over("partition", partition.len(), MAX_PARTITION_KEY_BYTES));
+    }
+    match sort {
+        Some(s) if s.len() > MAX_SORT_KEY_BYTES => Err(over("sort", s.len(), MAX_SORT_KEY_BYTES)),
+        _ => Ok(()),
+    }
 }
 
 impl TableError {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use k8or::store::tables::{
     Condition, Item, Key, QueryOptions, TableError, TableSpec, Tables, TablesExt, TransactPut,
+    MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES,
 };
 use serde_json::{json, Value};
 
@@ -31,6 +32,7 @@ macro_rules! tables_conformance {
                 tables_transact_put_is_all_or_nothing,
                 tables_missing_table_is_not_found,
                 tables_key_attributes_must_be_strings,
+                tables_keys_over_dynamodb_limits_are_refused,
             ]
         );
     };
@@ -567,4 +569,57 @@ pub async fn tables_key_attributes_must_be_strings(t: Arc<dyn Tables>) {
         let r = t.put(&name, item(bad.clone()), None).await;
         assert!(matches!(r, Err(TableError::InvalidItem(_))), "{bad}: {r:?}");
     }
+}
+
+/// DynamoDB's key limits (2,048 bytes of partition key, 1,024 of sort key, in UTF-8): at the
+/// limit an item round-trips; past it every call refuses it as `KeyTooLong`, on every
+/// adapter (a client's over-long name is then a clear error, not a backend's).
+pub async fn tables_keys_over_dynamodb_limits_are_refused(t: Arc<dyn Tables>) {
+    let name = fresh(&*t, "id", Some("sk")).await;
+    // Multi-byte characters: the limits count bytes.
+    let (pk, sk) = (
+        "é".repeat(MAX_PARTITION_KEY_BYTES / 2),
+        "é".repeat(MAX_SORT_KEY_BYTES / 2),
+    );
+    t.put(&name, item(json!({"id": pk, "sk": sk, "v": 1})), None)
+        .await
+        .expect("keys at the limits");
+    let at_limit = Key::with_sort(pk.clone(), sk.clone());
+    assert!(t.get(&name, &at_limit).await.unwrap().is_some());
+
+    let too_long = |r: Result<(), TableError>, what: &str| {
+        assert!(matches!(r, Err(TableError::KeyTooLong(_))), "{what}: {r:?}");
+    };
+    let long_pk = format!("{pk}x");
+    let long_sk = format!("{sk}x");
+    for (p, s) in [(&long_pk, &sk), (&pk, &long_sk)] {
+        let key = Key::with_sort(p.clone(), s.clone());
+        too_long(
+            t.put(&name, item(json!({"id": p, "sk": s})), None).await,
+            "put",
+        );
+        too_long(t.get(&name, &key).await.map(drop), "get");
+        too_long(
+            t.update(&name, &key, item(json!({"v": 2})), None)
+                .await
+                .map(drop),
+            "update",
+        );
+        too_long(t.delete(&name, &key).await, "delete");
+        too_long(
+            t.transact_put(vec![TransactPut {
+                table: name.clone(),
+                item: item(json!({"id": p, "sk": s})),
+                condition: None,
+            }])
+            .await,
+            "transact_put",
+        );
+    }
+    too_long(
+        t.query(&name, &long_pk, &QueryOptions::default())
+            .await
+            .map(drop),
+        "query",
+    );
 }

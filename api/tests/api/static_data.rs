@@ -43,6 +43,17 @@ async fn an_unknown_icao_code_is_404() {
     assert_eq!(errors[0].error_type, "unknown-icao-code");
 }
 
+/// Longer than any table key may be (DynamoDB would refuse the lookup): a clear 400 on
+/// every backend, not a 500 on AWS and a 404 here.
+#[tokio::test]
+async fn an_icao_code_too_long_to_look_up_is_400() {
+    let app = spawn_app().await;
+    let path = format!("/api/v1/static-data/{}", "A".repeat(3000));
+    let res = app.get(&path, Some(&app.user_token())).await;
+    let body = error_body(res, 400, "key-too-long").await;
+    assert!(body["message"].as_str().unwrap().len() < 200, "{body}");
+}
+
 #[tokio::test]
 async fn the_seed_static_data_route_checks_its_body() {
     let app = spawn_app().await;

@@ -19,7 +19,8 @@ use self::expr::{decode_cursor, encode_cursor, from_dynamo, to_dynamo, Placehold
 use self::schema::KeyNames;
 use super::Failure;
 use crate::store::tables::{
-    Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables, TransactPut,
+    check_key_sizes, Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables,
+    TransactPut,
 };
 
 /// DynamoDB's limit of writes in one TransactWriteItems.
@@ -82,6 +83,7 @@ impl Tables for DynamoTables {
         condition: Option<Condition>,
     ) -> Result<(), TableError> {
         let names = self.key_names(table).await?;
+        names.check_item(&item)?;
         let mut placeholders = Placeholders::default();
         let expression = condition
             .as_ref()
@@ -120,6 +122,7 @@ impl Tables for DynamoTables {
         partition: &str,
         options: &QueryOptions,
     ) -> Result<Page, TableError> {
+        check_key_sizes(partition, None)?;
         let names = self.key_names(table).await?;
         let limit = options.limit.max(1);
         let mut start = options.cursor.as_deref().map(decode_cursor).transpose()?;
@@ -258,6 +261,7 @@ impl Tables for DynamoTables {
         let mut items = Vec::with_capacity(puts.len());
         for put in &puts {
             let names = self.key_names(&put.table).await?;
+            names.check_item(&put.item)?;
             let mut placeholders = Placeholders::default();
             let expression = put
                 .condition

@@ -24,7 +24,8 @@ use serde_json::Value;
 
 use super::db::{Db, DbError, ErrorClass};
 use crate::store::tables::{
-    Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables, TransactPut,
+    check_key_sizes, Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables,
+    TransactPut,
 };
 
 const SCHEMA: &[&str] = &[
@@ -121,14 +122,16 @@ fn item_key(spec: &TableSpec, item: &Item) -> Result<(String, String), TableErro
     };
     let pk = attr(&spec.partition_key)?;
     let sk = match &spec.sort_key {
-        Some(name) => attr(name)?,
-        None => String::new(),
+        Some(name) => Some(attr(name)?),
+        None => None,
     };
-    Ok((pk, sk))
+    check_key_sizes(&pk, sk.as_deref())?;
+    Ok((pk, sk.unwrap_or_default()))
 }
 
 /// The stored key for a `Key`, checked against the table's schema.
 fn lookup_key(spec: &TableSpec, key: &Key) -> Result<(String, String), TableError> {
+    check_key_sizes(&key.partition, key.sort.as_deref())?;
     match (&spec.sort_key, &key.sort) {
         (Some(_), Some(s)) => Ok((key.partition.clone(), s.clone())),
         (None, None) => Ok((key.partition.clone(), String::new())),
@@ -483,6 +486,7 @@ impl Tables for SqliteTables {
         options: &QueryOptions,
     ) -> Result<Page, TableError> {
         self.spec(table)?;
+        check_key_sizes(partition, None)?;
         let limit = options.limit.clamp(1, MAX_PAGE);
         let (sql, args) = query_sql(table, partition, options, limit)?;
         let (items, last, more) = self.db.read(|conn| {

@@ -11,7 +11,7 @@ use aws_sdk_dynamodb::types::{
 
 use super::DynamoTables;
 use crate::store::aws::Failure;
-use crate::store::tables::{Key, TableError, TableSpec};
+use crate::store::tables::{check_key_sizes, Item, Key, TableError, TableSpec};
 
 /// How long `ensure_table` waits for a new table to become ACTIVE.
 const ACTIVE_WAIT: Duration = Duration::from_secs(300);
@@ -25,6 +25,16 @@ pub(super) struct KeyNames {
 }
 
 impl KeyNames {
+    /// Refuses an item whose key values are over DynamoDB's limits (as the embedded store
+    /// does), before the call; a missing or non-string key is DynamoDB's to refuse.
+    pub(super) fn check_item(&self, item: &Item) -> Result<(), TableError> {
+        let value = |name: &String| item.get(name).and_then(|v| v.as_str());
+        match value(&self.partition) {
+            Some(partition) => check_key_sizes(partition, self.sort.as_ref().and_then(value)),
+            None => Ok(()),
+        }
+    }
+
     fn from_description(table: &TableDescription) -> Self {
         let find = |kind: KeyType| {
             table
@@ -95,6 +105,7 @@ impl DynamoTables {
         table: &str,
         key: &Key,
     ) -> Result<HashMap<String, AttributeValue>, TableError> {
+        check_key_sizes(&key.partition, key.sort.as_deref())?;
         let names = self.key_names(table).await?;
         let mut map = HashMap::from([(
             names.partition.clone(),
