@@ -223,6 +223,8 @@ pub struct Limits {
     pub request_timeout_secs: u64,
     /// Allowed CORS origins; empty means same-origin only.
     pub cors_origins: Vec<String>,
+    /// New image UIDs and jobs one user may make a minute, per API process (0: no quota).
+    pub user_writes_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -232,6 +234,7 @@ impl Default for Limits {
             json_max_bytes: 16 * 1024 * 1024,
             request_timeout_secs: 3600,
             cors_origins: Vec::new(),
+            user_writes_per_minute: 120,
         }
     }
 }

@@ -52,6 +52,12 @@ pub enum ApiError {
     InvalidDataUrl(String),
     #[error("the image is empty")]
     EmptyImage,
+    /// The caller made more new UIDs and jobs than their quota lets them, for now.
+    #[error("over the quota of {per_minute} new UIDs and jobs a minute; try again in {retry_after_secs} s")]
+    RateLimited {
+        per_minute: u32,
+        retry_after_secs: u64,
+    },
     /// A backend is unreachable or refused for now; the client may retry.
     #[error("a backend is unavailable, try again later")]
     Unavailable(String),
@@ -78,6 +84,7 @@ impl ApiError {
             Self::NotFound(_) | Self::UnknownIcao(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -101,6 +108,7 @@ impl ApiError {
             Self::UnknownIcao(_) => "unknown-icao-code",
             Self::MethodNotAllowed(_) => "method-not-allowed",
             Self::Timeout => "request-timeout",
+            Self::RateLimited { .. } => "rate-limited",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload-too-large",
             Self::UnsupportedMediaType(_) => "unsupported-media-type",
@@ -132,6 +140,12 @@ impl ApiError {
                 Self::Validation(errors) => errors.clone(),
                 _ => Vec::new(),
             },
+            retry_after: match self {
+                Self::RateLimited {
+                    retry_after_secs, ..
+                } => Some(*retry_after_secs),
+                _ => None,
+            },
         }
     }
 }
@@ -143,6 +157,8 @@ pub struct ErrorReport {
     pub code: &'static str,
     pub message: String,
     pub details: Vec<FieldError>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<u64>,
 }
 
 impl ErrorReport {
@@ -191,6 +207,11 @@ impl ErrorReport {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response.extensions_mut().insert(self.clone());
         response
@@ -334,6 +355,14 @@ mod tests {
             ),
             (ApiError::Validation(vec![]), 422, "validation-failed"),
             (ApiError::EmptyImage, 422, "empty-image"),
+            (
+                ApiError::RateLimited {
+                    per_minute: 1,
+                    retry_after_secs: 1,
+                },
+                429,
+                "rate-limited",
+            ),
             (
                 ApiError::Unavailable("down".into()),
                 503,

@@ -10,6 +10,7 @@ pub mod error;
 mod extract;
 mod intake;
 mod post_author;
+mod quota;
 mod request_id;
 pub mod routes;
 pub mod secret;

@@ -14,6 +14,7 @@ use k8or::{Context, Settings};
 use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
+use crate::quota::WriteQuota;
 use crate::routes::{self, RouterError};
 use crate::secret::{self, SecretError, TokenSecret};
 use crate::state::AppState;
@@ -82,11 +83,13 @@ impl Application {
             addr: settings.listen.clone(),
             source,
         })?;
+        let writes = WriteQuota::per_minute(settings.limits.user_writes_per_minute);
         let state = AppState {
             ctx: Context::new(settings, stores),
             keys: Arc::new(TokenKeys::new(secret.bytes())),
             metrics: telemetry::prometheus(),
             anonymous_errors: Arc::default(),
+            writes: Arc::new(writes),
         };
         let router = routes::router(state.clone())?;
         Ok(Self {

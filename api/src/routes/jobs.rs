@@ -48,6 +48,7 @@ const MAX_PAGE: usize = 100;
         (status = 413, description = "`payload-too-large`", body = ErrorBody),
         (status = 415, description = "`unsupported-media-type`", body = ErrorBody),
         (status = 422, description = "`validation-failed` (every broken rule in `details`), `invalid-data-url`, `empty-image`", body = ErrorBody),
+        (status = 429, description = "`rate-limited`: over the user's quota of new UIDs and jobs (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "`backend-unavailable`", body = ErrorBody),
     )
 )]
@@ -56,6 +57,8 @@ pub async fn submit_job(
     caller: Caller,
     req: Request,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<JobView>), ApiError> {
+    // Before a byte of the body is read.
+    state.writes.take(&caller.username)?;
     let (prepared, image) = if is_multipart(req.headers()) {
         from_multipart(&state, &caller, req).await?
     } else if is_json(req.headers()) {

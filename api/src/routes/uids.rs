@@ -32,6 +32,7 @@ async fn assign(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    state.writes.take(&caller.username)?;
     let image_uid = uid::assign(&state.ctx, &caller.username, &image, &user).await?;
     Ok(UidResponse {
         pid: known::UID_REQUEST.to_owned(),
@@ -55,6 +56,7 @@ async fn assign(
         (status = 413, description = "`payload-too-large`", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "`validation-failed`, with every broken rule", body = ErrorBody),
+        (status = 429, description = "`rate-limited`: over the user's quota of new UIDs and jobs (`Retry-After`)", body = ErrorBody),
         (status = 503, description = "`backend-unavailable`", body = ErrorBody),
     )
 )]
@@ -77,6 +79,7 @@ pub async fn create_uid(
         (status = 200, description = "A new UID, owned by the caller (seed 2.1)", body = UidResponse),
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 422, description = "`validation-failed`", body = ErrorBody),
+        (status = 429, description = "`rate-limited` (`Retry-After`)", body = ErrorBody),
     )
 )]
 pub async fn seed_assign_uid(

@@ -184,3 +184,46 @@ async fn image_metadata_too_big_to_keep_is_422_and_a_data_url_is_not_kept() {
     assert_eq!(requested.len(), 1);
     assert!(requested[0].image_metadata.image.is_none());
 }
+
+/// A user's quota of new UIDs and jobs: over it, 429 with `Retry-After`, nothing made;
+/// another user's quota is their own.
+#[tokio::test]
+async fn new_uids_and_jobs_past_the_users_quota_are_429() {
+    let app = spawn_app_with(|s| s.limits.user_writes_per_minute = 2).await;
+    app.assign_uid(USER).await;
+    let res = app
+        .submit(&app.user_token(), &crate::helpers::metadata())
+        .await;
+    assert_eq!(res.status(), 202);
+
+    let body = json!({"imageMetadata": {"imageName": "n", "imageVersion": "v0-0-01", "imageCategory": "Movie"}});
+    let res = app
+        .post_json("/api/v1/uids", Some(&app.user_token()), &body)
+        .await;
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    error_body(res, 429, "rate-limited").await;
+    let res = app
+        .submit(&app.user_token(), &crate::helpers::metadata())
+        .await;
+    error_body(res, 429, "rate-limited").await;
+    // One UID and one job were made, no more.
+    let assigned = app
+        .ctx
+        .audit
+        .events_of(USER, None)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == EventType::ImageUidAssigned)
+        .count();
+    assert_eq!(assigned, 2, "the UID call's and the job's own UID");
+    let (jobs, _) = app.ctx.jobs.list_for_user(USER, 10, None).await.unwrap();
+    assert_eq!(jobs.len(), 1);
+
+    app.assign_uid(OTHER).await;
+}
