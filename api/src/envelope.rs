@@ -8,7 +8,7 @@
 //! Anyone can make errors without a token, and each would be a table write under one
 //! partition key: at most [`ANONYMOUS_PER_MINUTE`] anonymous errors are recorded per
 //! process and minute. The rest are only counted (`k8or_errors_unrecorded_total`) and
-//! traced, as every request is.
+//! traced, as every request is, and so are a user's requests refused as `rate-limited`.
 
 use std::num::NonZeroU32;
 
@@ -95,7 +95,10 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     let route = route.as_deref().unwrap_or("unmatched");
     let pid = error_pid(&method, route);
     if !UNLOGGED.contains(&route) {
-        if username.is_some() || state.anonymous_errors.take() {
+        // A refusal for going too fast is not written for every request it refuses.
+        let budget =
+            report.code != "rate-limited" && (username.is_some() || state.anonymous_errors.take());
+        if budget {
             record(
                 &state,
                 &report,

@@ -224,6 +224,12 @@ async fn new_uids_and_jobs_past_the_users_quota_are_429() {
     assert_eq!(assigned, 2, "the UID call's and the job's own UID");
     let (jobs, _) = app.ctx.jobs.list_for_user(USER, 10, None).await.unwrap();
     assert_eq!(jobs.len(), 1);
+    // Refusals are counted, not written one item each.
+    let errors = app.ctx.audit.errors_of(USER).await.unwrap();
+    assert!(
+        errors.iter().all(|e| e.error_type != "rate-limited"),
+        "{errors:?}"
+    );
 
     app.assign_uid(OTHER).await;
 }
