@@ -140,11 +140,9 @@ async fn from_multipart(
 /// limit on Linux; both go into the job record).
 const DECLARED_MAX: usize = 255;
 
-/// The image part's declared name and type are stored with the job: bounded, as the
-/// metadata is, before a byte of the image is read.
-/// Caps what the client declared (stored in the job record and on the object).
-/// `type_field`: where the content type came from (the image part's header, or the data
-/// URL's media type).
+/// The image's declared name and type are stored with the job and on the object: bounded,
+/// as the metadata is, before a byte of the image is stored. `type_field`: where the type
+/// came from (the image part's header, or the JSON form's data URL).
 fn check_declared(declared: &Declared, type_field: &str) -> Result<(), ApiError> {
     let errors: Vec<FieldError> = [
         ("image.filename", &declared.file_name),
