@@ -523,7 +523,7 @@ async fn a_message_delivered_twice_has_its_effects_once() {
 }
 
 #[tokio::test]
-async fn a_newer_image_version_replaces_an_older_one_never_the_reverse() {
+async fn a_newer_image_version_replaces_an_older_one_never_the_reverse_but_another_image_does() {
     let (_dir, ctx) = pipeline::context(|_| {}).await;
     let t = ctx.settings.tables.clone();
     let stored_version = |ctx: &Context| {
@@ -543,13 +543,16 @@ async fn a_newer_image_version_replaces_an_older_one_never_the_reverse() {
                 .to_owned()
         }
     };
-    let uid = pipeline::new_uid();
-    for (version, expected) in [
-        ("v0-0-02", "v0-0-02"),
-        ("v0-0-01", "v0-0-02"),
-        ("v0-1-0", "v0-1-0"),
+    let (uid, other) = (pipeline::new_uid(), pipeline::new_uid());
+    for (uid, version, expected) in [
+        (&uid, "v0-0-02", "v0-0-02"),
+        (&uid, "v0-0-01", "v0-0-02"),
+        (&uid, "v0-1-0", "v0-1-0"),
+        // Another image for the same part and tail, submitted later: its version is no
+        // rank against this one's (the highest version cannot lock the item).
+        (&other, "v0-0-01", "v0-0-01"),
     ] {
-        let request = pipeline::request(&uid, "Trolls World Tour (2020)", version);
+        let request = pipeline::request(uid, "Trolls World Tour (2020)", version);
         let job = pipeline::submit(&ctx, request, fixtures::png(16, 16), "image/png").await;
         pipeline::drain(&ctx).await;
         assert_eq!(
