@@ -147,9 +147,12 @@ impl StageHandler for PersistMetadata {
         .await?;
 
         // 4.4: one item per (part, tail), shared by every user's images for that part and
-        // tail: a later submission replaces it, except that an image's older version never
-        // replaces its newer one (a re-run, or two versions processed out of order). Across
-        // images, versions say nothing: another image's version must not lock the item.
+        // tail: the latest submission's (job ids are UUID v7, in submission order), in
+        // whatever order the jobs are processed. Versions do not rank: they compare only
+        // within one image, and a rule mixing the two has no single winner (image A v2, B
+        // v1, then A v1 would end differently in different processing orders), while one
+        // image's highest version would lock the item for every user. A later upload of an
+        // older version is a roll-back.
         let mut image_only = metadata.clone();
         image_only.part = None;
         image_only.tail = None;
@@ -160,35 +163,19 @@ impl StageHandler for PersistMetadata {
             "imageMetadata": image_only,
             "userMetadata": user,
             "versionOrder": order,
-            "imageUID": job.image_uid,
             "jobId": job_id,
             "createdTimestampUTC": created.utc,
             "createdTimestampUnix": created.unix,
         });
-        let same_image = Condition::eq("imageUID", job.image_uid.as_str());
-        let newer_or_same = Condition::Or(vec![
-            Condition::NotExists,
-            Condition::eq("jobId", job_id.as_str()),
-            // Another image's (or an item from before `imageUID` was kept): job ids are
-            // UUID v7, in submission order.
-            Condition::And(vec![
-                Condition::ne("imageUID", job.image_uid.as_str()),
-                Condition::lt("jobId", job_id.as_str()),
-            ]),
-            Condition::And(vec![
-                same_image.clone(),
-                Condition::lt("versionOrder", order),
-            ]),
-            Condition::And(vec![
-                same_image,
-                Condition::eq("versionOrder", order),
-                Condition::lt("jobId", job_id.as_str()),
-            ]),
-        ]);
-        let image_written =
-            put_unless_newer(ctx, &tables.app_image_metadata, image_item, newer_or_same).await?;
+        let image_written = put_unless_newer(
+            ctx,
+            &tables.app_image_metadata,
+            image_item,
+            not_newer_job(&job_id),
+        )
+        .await?;
         if !image_written {
-            info!(part = %keys.part, tail = %keys.tail, "a later job's item, or this image's newer version, is stored; kept it");
+            info!(part = %keys.part, tail = %keys.tail, "a later submission's item is stored; kept it");
         }
         record_event(
             ctx,
