@@ -328,6 +328,11 @@ pub struct JobRecord {
     /// (its delete failed), the dead-letter monitor knows it for a stale copy. The last few.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub superseded: Vec<String>,
+    /// The intake checked the request's `post_author` against the submitter (a user may
+    /// name only themselves, an admin anyone), so publish may take it. Jobs accepted before
+    /// that check have it false, and publish as their own user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub author_checked: bool,
     /// Optimistic-concurrency version: every update checks and bumps it.
     pub revision: u64,
     pub created_at: DateTime<Utc>,
@@ -371,6 +376,7 @@ impl JobRecord {
             image,
             outputs: serde_json::Map::new(),
             superseded: Vec::new(),
+            author_checked: false,
             revision: 0,
             created_at: now,
             updated_at: now,

@@ -149,7 +149,7 @@ async fn commit_inner(
         }
     };
     request.image_metadata.image_uid = Some(uid.clone());
-    let job = JobRecord::new(
+    let mut job = JobRecord::new(
         job_id,
         username.clone(),
         uid.clone(),
@@ -157,6 +157,8 @@ async fn commit_inner(
         image,
         Utc::now(),
     );
+    // `prepare` checked it.
+    job.author_checked = true;
     let mut written = Written::default();
     let result = async {
         ctx.jobs.create_unqueued(&job).await?;

@@ -289,6 +289,7 @@ async fn another_viewport_user_as_post_author_is_403_unless_an_admin_asks() {
     let job = app.ctx.jobs.get(job_id).await.unwrap().unwrap();
     assert_eq!(job.username, ADMIN);
     assert_eq!(job.request.post_metadata.post_data.post_author, Some(2));
+    assert!(job.author_checked, "publish may take the author");
 }
 
 #[tokio::test]

@@ -36,6 +36,14 @@ pub fn resolve_author(users: &[WpUser], username: &str, requested: Option<u64>) 
         .unwrap_or(0)
 }
 
+/// The author the job names, if the intake checked it against the submitter (a job
+/// accepted before that check could name anyone).
+pub fn requested_author(job: &JobRecord) -> Option<u64> {
+    job.author_checked
+        .then_some(job.request.post_metadata.post_data.post_author)
+        .flatten()
+}
+
 fn base_url(configured: &str) -> String {
     if configured.ends_with('/') {
         configured.to_owned()
@@ -151,8 +159,7 @@ impl StageHandler for Publish {
     ) -> Result<Outcome, StageError> {
         let viewport = &ctx.stores.viewport;
         let users = viewport.users().await?;
-        let requested = job.request.post_metadata.post_data.post_author;
-        let author = resolve_author(&users, &job.username, requested);
+        let author = resolve_author(&users, &job.username, requested_author(job));
         let post = build_post(job, &ctx.settings.viewport.base_url, author, Utc::now());
         // 6.1–6.4 in one transaction; a job that published before gets its post back.
         let published = viewport.publish(&post).await?;
@@ -332,6 +339,14 @@ mod tests {
             ("publish", "post")
         );
         assert_eq!(meta(&post, "environment"), "Testing");
+    }
+
+    #[test]
+    fn only_a_checked_author_is_taken() {
+        let mut job = seed_job(json!({"postData": {"post_author": 4}}));
+        assert_eq!(requested_author(&job), None, "a job from before the check");
+        job.author_checked = true;
+        assert_eq!(requested_author(&job), Some(4));
     }
 
     #[test]
