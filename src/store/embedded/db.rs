@@ -23,7 +23,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BlockingRetryable, ExponentialBuilder};
 use rusqlite::{Connection, ErrorCode};
@@ -169,19 +169,43 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Why the writer's connection could not be made: `locked` if another connection held the
+/// file (worth another try), else at once (a path that cannot be opened, a full disk).
+struct OpenFailure {
+    error: DbError,
+    locked: bool,
+}
+
+impl From<rusqlite::Error> for OpenFailure {
+    fn from(e: rusqlite::Error) -> Self {
+        let locked = matches!(
+            &e,
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+        );
+        Self {
+            error: e.into(),
+            locked,
+        }
+    }
+}
+
 /// The writer's connection, in WAL mode. Two processes opening a new file at once (an API
 /// and a worker on a fresh data folder) can find it locked while the other one switches it
 /// to WAL: SQLite answers that at once, not after the busy timeout, so the opener retries.
-fn open_writer(path: &Path) -> Result<Connection, DbError> {
+fn open_writer(path: &Path) -> Result<Connection, OpenFailure> {
     let conn = connect(path)?;
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        // Also what SQLite answers while another connection holds the file.
-        return Err(DbError::unavailable(format!(
-            "{} cannot use WAL mode (it is in {mode} mode)",
-            path.display()
-        )));
+        return Err(OpenFailure {
+            error: DbError::unavailable(format!(
+                "{} cannot use WAL mode (it is in {mode} mode)",
+                path.display()
+            )),
+            // Also what SQLite answers while another connection holds the file.
+            locked: true,
+        });
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     // No schema declares one yet, but a declared constraint is one to keep.
@@ -217,11 +241,15 @@ impl Db {
             std::fs::create_dir_all(parent)
                 .map_err(|e| DbError::unavailable(format!("{}: {e}", parent.display())))?;
         }
+        // Retried while the file is locked, for no longer than one busy timeout in all (a
+        // lock that outlasted a statement's own wait is not an opener's switch to WAL).
+        let started = Instant::now();
         let conn = (|| open_writer(&path))
             .retry(opening_backoff())
             .sleep(std::thread::sleep)
-            .when(|e| e.class == ErrorClass::Unavailable)
-            .call()?;
+            .when(|f| f.locked && started.elapsed() < BUSY_TIMEOUT)
+            .call()
+            .map_err(|f| f.error)?;
         let (writer, queue) = mpsc::channel();
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
