@@ -57,8 +57,6 @@ pub async fn submit_job(
     caller: Caller,
     req: Request,
 ) -> Result<(StatusCode, [(header::HeaderName, String); 1], Json<JobView>), ApiError> {
-    // Before a byte of the body is read.
-    state.writes.take(&caller.username)?;
     let (prepared, image) = if is_multipart(req.headers()) {
         from_multipart(&state, &caller, req).await?
     } else if is_json(req.headers()) {
@@ -101,6 +99,8 @@ async fn from_multipart(
     let json = read_small_part(field, ctx.settings.limits.json_max_bytes).await?;
     let request: UploadRequest = parse_json(&json)?;
     let prepared = intake::prepare(ctx, caller, request).await?;
+    // A request that passed its checks takes from the quota, before its image is read.
+    state.writes.take(&caller.username)?;
 
     let field = multipart
         .next_field()
@@ -247,6 +247,7 @@ async fn from_json(
         file_name: None,
     };
     check_declared(&declared, "imageData")?;
+    state.writes.take(&caller.username)?;
     let unclaimed = Unclaimed::new(ctx, &prepared);
     let image = temp_image::store_bytes(ctx, &prepared, decoded.bytes, declared).await?;
     unclaimed.claim();

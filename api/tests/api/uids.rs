@@ -186,10 +186,15 @@ async fn image_metadata_too_big_to_keep_is_422_and_a_data_url_is_not_kept() {
 }
 
 /// A user's quota of new UIDs and jobs: over it, 429 with `Retry-After`, nothing made;
-/// another user's quota is their own.
+/// requests refused for their own faults take none; another user's quota is their own.
 #[tokio::test]
 async fn new_uids_and_jobs_past_the_users_quota_are_429() {
     let app = spawn_app_with(|s| s.limits.user_writes_per_minute = 2).await;
+    // A request refused for its own faults takes nothing from the quota.
+    let mut bad = crate::helpers::metadata();
+    bad["imageMetadata"]["imageVersion"] = json!("v0");
+    let res = app.submit(&app.user_token(), &bad).await;
+    error_body(res, 422, "validation-failed").await;
     app.assign_uid(USER).await;
     let res = app
         .submit(&app.user_token(), &crate::helpers::metadata())
