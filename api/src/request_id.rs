@@ -24,17 +24,13 @@ pub fn is_plain(id: &str) -> bool {
 
 /// Keeps (and marks) a plain client id; drops any other.
 pub async fn screen(mut req: Request) -> Request {
-    let plain = req
-        .headers()
-        .get_all(REQUEST_ID)
-        .iter()
-        .map(|v| v.to_str().ok().filter(|id| is_plain(id)))
-        .collect::<Vec<_>>();
-    match plain.as_slice() {
-        [] => {}
-        [Some(_)] => {
+    let mut sent = req.headers().get_all(REQUEST_ID).iter();
+    match (sent.next(), sent.next()) {
+        (None, _) => {}
+        (Some(id), None) if id.to_str().is_ok_and(is_plain) => {
             req.extensions_mut().insert(FromClient);
         }
+        // Not plain, or more than one.
         _ => {
             req.headers_mut().remove(REQUEST_ID);
         }
