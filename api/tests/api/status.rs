@@ -148,6 +148,11 @@ async fn bad_list_queries_are_400() {
     }
 }
 
+/// A GET's JSON body.
+async fn get_json(app: &TestApp, path: &str, token: &str) -> Value {
+    app.get(path, Some(token)).await.json().await.unwrap()
+}
+
 /// A backend's error text (table, host and driver names) is for operators: the job's owner
 /// reads that the stage failed on our side; a rejection's reasons are theirs to read.
 #[tokio::test]
@@ -164,12 +169,7 @@ async fn a_user_sees_rejections_but_not_backend_errors() {
         .await
         .unwrap();
     let path = format!("/api/v1/jobs/{failed}");
-    let shown: Value = app
-        .get(&path, Some(&app.user_token()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = get_json(&app, &path, &app.user_token()).await;
     assert_eq!(shown["status"], "dead-lettered");
     let text = shown.to_string();
     assert!(!text.contains("Access denied"), "{text}");
@@ -177,20 +177,10 @@ async fn a_user_sees_rejections_but_not_backend_errors() {
         shown["error"].as_str().unwrap().contains("on our side"),
         "{shown}"
     );
-    let listed: Value = app
-        .get("/api/v1/jobs", Some(&app.user_token()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let listed: Value = get_json(&app, "/api/v1/jobs", &app.user_token()).await;
     assert!(!listed.to_string().contains("Access denied"), "{listed}");
     // An admin reads the cause.
-    let admin: Value = app
-        .get(&path, Some(&app.admin_token()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let admin: Value = get_json(&app, &path, &app.admin_token()).await;
     assert_eq!(admin["error"], secret);
 
     let rejected: uuid::Uuid = submit(&app, USER).await.parse().unwrap();
@@ -202,12 +192,7 @@ async fn a_user_sees_rejections_but_not_backend_errors() {
         })
         .await
         .unwrap();
-    let shown: Value = app
-        .get(&format!("/api/v1/jobs/{rejected}"), Some(&app.user_token()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let shown: Value = get_json(&app, &format!("/api/v1/jobs/{rejected}"), &app.user_token()).await;
     assert_eq!(shown["error"], "the PNG is truncated");
     assert_eq!(shown["reasons"], serde_json::json!(reasons));
 }

@@ -2,7 +2,9 @@ use k8or::model::rules::is_image_uid;
 use k8or::model::EventType;
 use serde_json::{json, Value};
 
-use crate::helpers::{error_body, fields, spawn_app, spawn_app_with, LOGIC_ERROR_PID, OTHER, USER};
+use crate::helpers::{
+    error_body, fields, metadata, spawn_app, spawn_app_with, LOGIC_ERROR_PID, OTHER, USER,
+};
 
 fn seed_request() -> Value {
     json!({
@@ -191,14 +193,12 @@ async fn image_metadata_too_big_to_keep_is_422_and_a_data_url_is_not_kept() {
 async fn new_uids_and_jobs_past_the_users_quota_are_429() {
     let app = spawn_app_with(|s| s.limits.user_writes_per_minute = 2).await;
     // A request refused for its own faults takes nothing from the quota.
-    let mut bad = crate::helpers::metadata();
+    let mut bad = metadata();
     bad["imageMetadata"]["imageVersion"] = json!("v0");
     let res = app.submit(&app.user_token(), &bad).await;
     error_body(res, 422, "validation-failed").await;
     app.assign_uid(USER).await;
-    let res = app
-        .submit(&app.user_token(), &crate::helpers::metadata())
-        .await;
+    let res = app.submit(&app.user_token(), &metadata()).await;
     assert_eq!(res.status(), 202);
 
     let body = json!({"imageMetadata": {"imageName": "n", "imageVersion": "v0-0-01", "imageCategory": "Movie"}});
@@ -212,9 +212,7 @@ async fn new_uids_and_jobs_past_the_users_quota_are_429() {
         .unwrap();
     assert!((1..=60).contains(&retry), "{retry}");
     error_body(res, 429, "rate-limited").await;
-    let res = app
-        .submit(&app.user_token(), &crate::helpers::metadata())
-        .await;
+    let res = app.submit(&app.user_token(), &metadata()).await;
     error_body(res, 429, "rate-limited").await;
     // One UID and one job were made, no more.
     let assigned = app
