@@ -19,6 +19,14 @@ pub struct BlobInfo {
     pub content_type: Option<String>,
 }
 
+/// One object of [`Blobs::put_many`], held whole in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmallObject {
+    pub key: String,
+    pub body: Bytes,
+    pub content_type: Option<String>,
+}
+
 /// What a checked put measured on the way in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutReceipt {
@@ -104,6 +112,27 @@ pub trait Blobs: Send + Sync + 'static {
     /// process. For the temporary bucket, whose objects a crashed process may leave.
     async fn expire_objects(&self, bucket: &str, days: u32) -> Result<(), BlobError>;
 
+    /// Puts several objects held in memory into one bucket. Every key and type is checked
+    /// first, so one bad name stores none of them. Then each object appears whole or not
+    /// at all, as its own `put` would make it, but the set is not atomic: an error or a
+    /// crash midway may leave some of them in place, and putting the set again is safe.
+    ///
+    /// This default puts them side by side, as S3 must. The folder overrides it with one
+    /// task that syncs each folder once for the whole set, not once per object.
+    async fn put_many(&self, bucket: &str, objects: Vec<SmallObject>) -> Result<(), BlobError> {
+        check_objects(&objects)?;
+        let puts = objects.into_iter().map(|o| async move {
+            self.put(
+                bucket,
+                &o.key,
+                bytes_body(o.body),
+                o.content_type.as_deref(),
+            )
+            .await
+        });
+        futures::future::try_join_all(puts).await.map(drop)
+    }
+
     /// Moves an object, possibly between buckets: afterwards it is at the destination
     /// (replacing any object there), type and bytes kept, and gone from the source.
     /// `NotFound` if the source is missing. Moving an object onto itself changes nothing.
@@ -126,6 +155,14 @@ pub trait Blobs: Send + Sync + 'static {
         self.copy(src_bucket, src_key, dst_bucket, dst_key).await?;
         self.delete(src_bucket, src_key).await
     }
+}
+
+/// Checks every key and type of a [`Blobs::put_many`] set.
+pub fn check_objects(objects: &[SmallObject]) -> Result<(), BlobError> {
+    objects.iter().try_for_each(|o| {
+        check_key(&o.key)?;
+        check_content_type(o.content_type.as_deref())
+    })
 }
 
 /// Checks that a content type is one an HTTP header can carry (RFC 9110 field value:

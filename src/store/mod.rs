@@ -14,7 +14,7 @@ pub mod viewport;
 
 use std::sync::Arc;
 
-pub use blobs::{BlobError, BlobInfo, Blobs, ByteStream, PutReceipt};
+pub use blobs::{BlobError, BlobInfo, Blobs, ByteStream, PutReceipt, SmallObject};
 pub use open::{open, provision, OpenError, ProvisionError, ProvisionReport};
 pub use queue::{
     DeadLetterPolicy, Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec,

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
-use k8or::store::blobs::{bytes_body, put_checked, read_all, BlobError, Blobs, ByteStream};
+use k8or::store::blobs::{
+    bytes_body, put_checked, read_all, BlobError, Blobs, ByteStream, SmallObject,
+};
 use sha2::{Digest, Sha256};
 
 use super::unique;
@@ -30,6 +32,7 @@ macro_rules! blobs_conformance {
                 blobs_failed_body_leaves_no_object,
                 blobs_put_checked_caps_size_and_hashes,
                 blobs_missing_bucket_and_object,
+                blobs_put_many_puts_each_object_and_checks_all_names_first,
             ]
         );
     };
@@ -440,4 +443,77 @@ pub async fn blobs_missing_bucket_and_object(b: Arc<dyn Blobs>) {
     let r = b.get(&bucket, "nothing").await.map(drop);
     assert!(matches!(r, Err(BlobError::NotFound { .. })), "{r:?}");
     assert_eq!(b.head(&bucket, "nothing").await.expect("head"), None);
+}
+
+fn small(key: &str, body: &str, content_type: &str) -> SmallObject {
+    SmallObject {
+        key: key.to_owned(),
+        body: Bytes::copy_from_slice(body.as_bytes()),
+        content_type: Some(content_type.to_owned()),
+    }
+}
+
+/// A set of objects, in new folders and over an object already there, each whole with its
+/// own type; a set with one bad key or type stores none of its objects; a missing bucket
+/// is `NoSuchBucket`; an empty set is nothing to do.
+pub async fn blobs_put_many_puts_each_object_and_checks_all_names_first(b: Arc<dyn Blobs>) {
+    let bucket = fresh(&*b).await;
+    b.put(
+        &bucket,
+        "k/v1/old.yaml",
+        bytes_body("old: 1"),
+        Some("text/plain"),
+    )
+    .await
+    .expect("put");
+    let set = vec![
+        small("k/v1/old.yaml", "new: 2\n", "application/yaml"),
+        small(
+            "k/v1/kustomization.yaml",
+            "kind: Kustomization\n",
+            "application/yaml",
+        ),
+        small(
+            "k/v1/deep/er/notes.txt",
+            "notes",
+            "text/plain; charset=utf-8",
+        ),
+    ];
+    b.put_many(&bucket, set.clone()).await.expect("put many");
+    for o in &set {
+        let info = b
+            .head(&bucket, &o.key)
+            .await
+            .expect("head")
+            .expect("object");
+        assert_eq!(info.size, o.body.len() as u64, "{}", o.key);
+        assert_eq!(info.content_type, o.content_type, "{}", o.key);
+        assert_eq!(read_all(&*b, &bucket, &o.key).await.expect("read"), o.body);
+    }
+    b.put_many(&bucket, Vec::new()).await.expect("an empty set");
+
+    let bad_key = vec![
+        small("bad/ok.yaml", "ok", "text/plain"),
+        small("bad/../x", "x", "text/plain"),
+    ];
+    let r = b.put_many(&bucket, bad_key).await;
+    assert!(matches!(r, Err(BlobError::InvalidKey(..))), "{r:?}");
+    let bad_type = vec![
+        small("bad/ok.yaml", "ok", "text/plain"),
+        small("bad/t.yaml", "t", "text/\u{1}"),
+    ];
+    let r = b.put_many(&bucket, bad_type).await;
+    assert!(matches!(r, Err(BlobError::InvalidContentType(..))), "{r:?}");
+    assert_eq!(b.head(&bucket, "bad/ok.yaml").await.expect("head"), None);
+    let info = b
+        .head(&bucket, "k/v1/old.yaml")
+        .await
+        .expect("head")
+        .expect("object");
+    assert_eq!(info.content_type.as_deref(), Some("application/yaml"));
+
+    let r = b
+        .put_many(&unique("nob"), vec![small("a", "x", "text/plain")])
+        .await;
+    assert!(matches!(r, Err(BlobError::NoSuchBucket(_))), "{r:?}");
 }

@@ -4,7 +4,9 @@
 //! then renamed into place, and its folder is synced after the rename: a reader or a crash
 //! sees the whole object or none of it, and a put that returned is on disk. A crash
 //! mid-put leaves its temporary file, which the next [`FolderBlobs::open`] removes once it
-//! is an hour old.
+//! is an hour old. A set of objects ([`Blobs::put_many`]) is written and synced file by
+//! file, then renamed into place, and each folder it went to is synced once: a folder of
+//! four files costs one folder sync, not four.
 //!
 //! The content type is an extended attribute (`user.k8or.content_type`) of the data file
 //! itself, set on the temporary file before the rename, so data and type appear together
@@ -41,7 +43,10 @@ use bytes::Bytes;
 use futures::{future, stream, StreamExt};
 use tokio_util::io::ReaderStream;
 
-use crate::store::blobs::{check_content_type, check_key, BlobError, BlobInfo, Blobs, ByteStream};
+use crate::store::blobs::{
+    check_content_type, check_key, check_objects, BlobError, BlobInfo, Blobs, ByteStream,
+    SmallObject,
+};
 
 /// Chunk size of object reads; an object up to this size is read in one go.
 const READ_CHUNK: usize = 256 * 1024;
@@ -217,10 +222,20 @@ fn make_dirs(dir: &Path, made: &mut Vec<PathBuf>) -> io::Result<()> {
 }
 
 /// Renames the file at `from` to `dest`, then syncs `dest`'s folder (and any folder made
-/// for it). Folders are made only when the rename finds one missing. A concurrent delete
-/// may prune a folder just made (before the rename, or before the folder below it is
-/// made), so it tries again. `NotFound` if `from` is gone.
+/// for it). `NotFound` if `from` is gone.
 fn place(from: &Path, dest: &Path) -> io::Result<()> {
+    let mut dirs = Vec::new();
+    rename_into(from, dest, &mut dirs)?;
+    sync_dirs(&dirs);
+    Ok(())
+}
+
+/// Renames the file at `from` to `dest`, and adds to `dirs` the folders to sync for it:
+/// `dest`'s own, then any made for it, deepest first. Folders are made only when the
+/// rename finds one missing. A concurrent delete may prune a folder just made (before the
+/// rename, or before the folder below it is made), so it tries again. `NotFound` if
+/// `from` is gone.
+fn rename_into(from: &Path, dest: &Path, dirs: &mut Vec<PathBuf>) -> io::Result<()> {
     let parent = dest.parent().expect("an object path has a parent");
     let mut made = Vec::new();
     let mut attempts = 0;
@@ -241,12 +256,19 @@ fn place(from: &Path, dest: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    sync_dir(parent);
+    dirs.push(parent.to_owned());
     made.dedup();
-    for dir in made.iter().rev() {
-        sync_dir(dir);
-    }
+    dirs.extend(made.into_iter().rev());
     Ok(())
+}
+
+/// Syncs each of `dirs` once, in order.
+fn sync_dirs(dirs: &[PathBuf]) {
+    for (i, dir) in dirs.iter().enumerate() {
+        if !dirs[..i].contains(dir) {
+            sync_dir(dir);
+        }
+    }
 }
 
 /// Removes the temporary files in `tmp` last written before `cutoff` (left by a put that
@@ -376,6 +398,24 @@ impl Inner {
         key: &str,
         content_type: Option<&str>,
     ) -> Result<(), BlobError> {
+        let sidecar = self.seal(file, bucket, key, content_type)?;
+        self.install(temp, dest)?;
+        if !sidecar {
+            self.drop_stale_sidecar(bucket, key)?;
+        }
+        Ok(())
+    }
+
+    /// Tags a written temporary file with its type (in its attribute, else in a sidecar
+    /// written now) and syncs it, ready to be renamed into place; `true` if the type went
+    /// to a sidecar.
+    fn seal(
+        &self,
+        file: File,
+        bucket: &str,
+        key: &str,
+        content_type: Option<&str>,
+    ) -> Result<bool, BlobError> {
         let mut sidecar = !self.write_xattrs;
         if self.write_xattrs {
             match xattr::set(&file, encode_type(content_type)) {
@@ -389,9 +429,32 @@ impl Inner {
         if sidecar {
             self.write_sidecar(bucket, key, content_type)?;
         }
-        self.install(temp, dest)?;
-        if !sidecar {
-            self.drop_stale_sidecar(bucket, key)?;
+        Ok(sidecar)
+    }
+
+    /// Writes and syncs every object's temporary file, renames them all into place, then
+    /// syncs each folder they went to (and any folder made for them) once: a set of files
+    /// in one folder costs one folder sync, not one each. The caller hears `Ok` only once
+    /// every object and folder is synced.
+    fn put_many(&self, bucket: &str, objects: &[SmallObject]) -> Result<(), BlobError> {
+        let root = self.bucket_dir(bucket)?;
+        let mut sealed = Vec::with_capacity(objects.len());
+        for o in objects {
+            let (temp, mut file) = self.create_temp().map_err(io_error)?;
+            file.write_all(&o.body).map_err(io_error)?;
+            let sidecar = self.seal(file, bucket, &o.key, o.content_type.as_deref())?;
+            sealed.push((temp, o, sidecar));
+        }
+        let mut dirs = Vec::new();
+        for (temp, o, _) in &mut sealed {
+            rename_into(&temp.path, &root.join(&o.key), &mut dirs).map_err(io_error)?;
+            temp.kept = true;
+        }
+        sync_dirs(&dirs);
+        for (_, o, sidecar) in &sealed {
+            if !sidecar {
+                self.drop_stale_sidecar(bucket, &o.key)?;
+            }
         }
         Ok(())
     }
@@ -808,6 +871,12 @@ impl Blobs for FolderBlobs {
             Ok(size)
         })
         .await
+    }
+
+    async fn put_many(&self, bucket: &str, objects: Vec<SmallObject>) -> Result<(), BlobError> {
+        check_objects(&objects)?;
+        let (inner, bucket) = (self.inner.clone(), bucket.to_owned());
+        blocking(move || inner.put_many(&bucket, &objects)).await
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<ByteStream, BlobError> {
@@ -1262,5 +1331,57 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(chunks, vec![Bytes::from(vec![5u8; 1000])]);
+    }
+
+    fn object(key: &str, body: &'static str, content_type: &str) -> SmallObject {
+        SmallObject {
+            key: key.to_owned(),
+            body: Bytes::from_static(body.as_bytes()),
+            content_type: Some(content_type.to_owned()),
+        }
+    }
+
+    /// A set keeps each type where a single put would (an over-long one in a sidecar, and
+    /// a later short one in the attribute again, which reads before the sidecar), and
+    /// leaves no temporary file,
+    /// also when it fails midway: there the objects renamed before the failure stay, whole.
+    #[tokio::test]
+    async fn a_set_puts_like_single_puts_and_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = open(dir.path(), false).await;
+        b.ensure_bucket("bkt").await.unwrap();
+        let long = format!("text/plain; x={}", "a".repeat(70_000));
+        let set = vec![
+            object("k/v/a.yaml", "a: 1", "application/yaml"),
+            object("k/v/long.txt", "long", &long),
+        ];
+        b.put_many("bkt", set).await.unwrap();
+        assert_eq!(
+            ct(&b, "k/v/a.yaml").await.as_deref(),
+            Some("application/yaml")
+        );
+        assert_eq!(ct(&b, "k/v/long.txt").await.as_deref(), Some(long.as_str()));
+        let sidecar = dir.path().join(".meta/bkt/k/v/long.txt");
+        assert!(sidecar.exists());
+        if b.uses_xattrs() {
+            let attr = type_attr(&dir.path().join("bkt/k/v/a.yaml"));
+            assert_eq!(attr.as_deref(), Some(&b"application/yaml"[..]));
+            b.put_many("bkt", vec![object("k/v/long.txt", "short", "text/plain")])
+                .await
+                .unwrap();
+            assert_eq!(ct(&b, "k/v/long.txt").await.as_deref(), Some("text/plain"));
+        }
+        assert_eq!(temp_leftovers(dir.path()), 0);
+
+        // "k/v" is a folder: the second object cannot be renamed onto it.
+        let set = vec![
+            object("k/first.yaml", "first", "application/yaml"),
+            object("k/v", "not a folder", "application/yaml"),
+            object("k/third.yaml", "third", "application/yaml"),
+        ];
+        assert!(b.put_many("bkt", set).await.is_err());
+        assert_eq!(read_all(&b, "bkt", "k/first.yaml").await.unwrap(), b"first");
+        assert_eq!(b.head("bkt", "k/third.yaml").await.unwrap(), None);
+        assert_eq!(temp_leftovers(dir.path()), 0);
     }
 }

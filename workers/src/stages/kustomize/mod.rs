@@ -9,9 +9,8 @@ pub mod render;
 use async_trait::async_trait;
 use k8or::model::{BaseKustomizeItem, EventType, ImageMetadata, KustomizeItem};
 use k8or::pid::known;
-use k8or::store::blobs::bytes_body;
 use k8or::store::tables::to_item;
-use k8or::store::{Condition, Key, TableError, TablesExt};
+use k8or::store::{Condition, Key, SmallObject, TableError, TablesExt};
 use k8or::time::Created;
 use k8or::{Context, JobEnvelope, JobRecord, Pid, Stage};
 use serde_json::{json, Value};
@@ -64,17 +63,16 @@ pub async fn write_folder(
                 StageError::retry(format!("kustomization item of job {}", item.job_id), e)
             })?,
         };
-        // Side by side: each put waits on its own sync, and those overlap.
-        let puts = files.into_iter().map(|(name, text)| {
-            let key = format!("{}/{name}", item.kustomization_prefix);
-            async move {
-                ctx.stores
-                    .blobs
-                    .put(bucket, &key, bytes_body(text), Some("application/yaml"))
-                    .await
-            }
-        });
-        futures::future::try_join_all(puts).await?;
+        // One set: a folder store syncs the folder once for all the files.
+        let objects = files
+            .into_iter()
+            .map(|(name, text)| SmallObject {
+                key: format!("{}/{name}", item.kustomization_prefix),
+                body: text.into(),
+                content_type: Some("application/yaml".to_owned()),
+            })
+            .collect();
+        ctx.stores.blobs.put_many(bucket, objects).await?;
         match ctx
             .stores
             .tables
