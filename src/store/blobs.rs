@@ -107,9 +107,10 @@ pub trait Blobs: Send + Sync + 'static {
     /// Has the store delete `bucket`'s objects once they are `days` days old, and (where
     /// the store has them) multipart uploads left unfinished for a day. S3 keeps this as a
     /// lifecycle rule of the bucket (other rules kept) and applies it by itself, about
-    /// daily. A local folder has no such engine: the folder deletes the objects over the
-    /// age when this is called, which `provision` does at every start of an embedded
-    /// process. For the temporary bucket, whose objects a crashed process may leave.
+    /// daily. The folder deletes the objects over the age when this is called, which
+    /// `provision` does at every start of an embedded process, and again every day while
+    /// that process runs. For the temporary bucket, whose objects a crashed process may
+    /// leave.
     async fn expire_objects(&self, bucket: &str, days: u32) -> Result<(), BlobError>;
 
     /// Puts several objects held in memory into one bucket. Every key and type is checked

@@ -31,11 +31,12 @@
 //! `std::fs`: a put whose body fits in 1 MiB is gathered in memory first; a larger one
 //! streams in batches of about 1 MiB, one blocking task each.
 
+use std::collections::BTreeMap;
 use std::ffi::CStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSlice, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -68,9 +69,22 @@ const NO_TYPE: &[u8] = b"\0";
 /// other processes may share the folder (the API and the workers), so only old ones go.
 const STALE_TEMP: Duration = Duration::from_secs(3600);
 
+/// How often the folder applies its expiry rules while a process runs, as S3 applies a
+/// bucket's lifecycle rules about daily.
+const LIFECYCLE_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
 /// The embedded object store.
 pub struct FolderBlobs {
     inner: Arc<Inner>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+/// The folder's lifecycle engine: the expiry rules set in this process (days by bucket),
+/// applied again every `period` by a task started with the first rule.
+struct Lifecycle {
+    rules: Mutex<BTreeMap<String, u32>>,
+    started: std::sync::Once,
+    period: Duration,
 }
 
 struct Inner {
@@ -788,7 +802,65 @@ impl FolderBlobs {
         .map_err(io::Error::other)??;
         Ok(Self {
             inner: Arc::new(inner),
+            lifecycle: Arc::new(Lifecycle {
+                rules: Mutex::new(BTreeMap::new()),
+                started: std::sync::Once::new(),
+                period: LIFECYCLE_PERIOD,
+            }),
         })
+    }
+
+    /// Sets the rule of `bucket` for the lifecycle task, and starts that task the first
+    /// time, on the caller's runtime.
+    fn keep_rule(&self, bucket: &str, days: u32) {
+        let lifecycle = &self.lifecycle;
+        lifecycle
+            .rules
+            .lock()
+            .expect("lifecycle rules lock")
+            .insert(bucket.to_owned(), days);
+        lifecycle.started.call_once(|| {
+            let (inner, rules) = (Arc::downgrade(&self.inner), Arc::downgrade(lifecycle));
+            tokio::spawn(apply_rules(inner, rules, lifecycle.period));
+        });
+    }
+}
+
+/// Deletes the objects of `bucket` older than `days` days; returns how many.
+async fn expire(inner: Arc<Inner>, bucket: &str, days: u32) -> Result<usize, BlobError> {
+    let age = Duration::from_secs(u64::from(days) * 24 * 3600);
+    let cutoff = SystemTime::now()
+        .checked_sub(age)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let name = bucket.to_owned();
+    let expired = blocking(move || inner.expire_objects(&name, cutoff)).await?;
+    if expired > 0 {
+        tracing::info!(bucket, expired, days, "deleted objects past their expiry");
+    }
+    Ok(expired)
+}
+
+/// The lifecycle task: every `period`, applies each rule; ends once the store is dropped.
+/// A failed sweep is logged and tried again the next period.
+async fn apply_rules(inner: Weak<Inner>, lifecycle: Weak<Lifecycle>, period: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (Some(inner), Some(lifecycle)) = (inner.upgrade(), lifecycle.upgrade()) else {
+            return;
+        };
+        let rules = lifecycle
+            .rules
+            .lock()
+            .expect("lifecycle rules lock")
+            .clone();
+        drop(lifecycle);
+        for (bucket, days) in rules {
+            if let Err(error) = expire(inner.clone(), &bucket, days).await {
+                tracing::warn!(%bucket, days, %error, "expiring old objects failed; trying again next period");
+            }
+        }
     }
 }
 
@@ -926,17 +998,11 @@ impl Blobs for FolderBlobs {
             .await
     }
 
-    /// No lifecycle engine here: the objects over the age go now (see the trait).
+    /// The objects over the age go now, and again every day while this process runs
+    /// (see the trait).
     async fn expire_objects(&self, bucket: &str, days: u32) -> Result<(), BlobError> {
-        let age = Duration::from_secs(u64::from(days) * 24 * 3600);
-        let cutoff = SystemTime::now()
-            .checked_sub(age)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let (inner, name) = (self.inner.clone(), bucket.to_owned());
-        let expired = blocking(move || inner.expire_objects(&name, cutoff)).await?;
-        if expired > 0 {
-            tracing::info!(bucket, expired, days, "deleted objects past their expiry");
-        }
+        expire(self.inner.clone(), bucket, days).await?;
+        self.keep_rule(bucket, days);
         Ok(())
     }
 }
@@ -1383,5 +1449,71 @@ mod tests {
         assert_eq!(read_all(&b, "bkt", "k/first.yaml").await.unwrap(), b"first");
         assert_eq!(b.head("bkt", "k/third.yaml").await.unwrap(), None);
         assert_eq!(temp_leftovers(dir.path()), 0);
+    }
+
+    /// Sets an object's last-written time `days` days back.
+    fn age(dir: &Path, key: &str, days: u64) {
+        let at = SystemTime::now() - Duration::from_secs(days * 24 * 3600);
+        let path = dir.join("bkt").join(key);
+        let file = File::options().write(true).open(path).unwrap();
+        file.set_modified(at).unwrap();
+    }
+
+    /// Waits until the object is gone (the lifecycle task took it), for at most 10 s.
+    async fn until_gone(b: &FolderBlobs, key: &str) {
+        for _ in 0..1000 {
+            if b.head("bkt", key).await.unwrap().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{key} outlived its expiry rule");
+    }
+
+    /// The rule set by `expire_objects` is applied again every period while the store
+    /// lives, as S3 applies a lifecycle rule, with the latest days given for the bucket;
+    /// the task does not keep the store alive.
+    #[tokio::test]
+    async fn expiry_rules_are_applied_again_every_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = open(dir.path(), false).await;
+        b.lifecycle = Arc::new(Lifecycle {
+            rules: Mutex::new(BTreeMap::new()),
+            started: std::sync::Once::new(),
+            period: Duration::from_millis(20),
+        });
+        b.ensure_bucket("bkt").await.unwrap();
+        b.expire_objects("bkt", 2).await.unwrap();
+        b.put("bkt", "later/old", bytes_body("x"), None)
+            .await
+            .unwrap();
+        age(dir.path(), "later/old", 3);
+        until_gone(&b, "later/old").await;
+
+        b.expire_objects("bkt", 5).await.unwrap();
+        // A sweep under the new rule first, then one more that sees both objects.
+        b.put("bkt", "six-days", bytes_body("x"), None)
+            .await
+            .unwrap();
+        age(dir.path(), "six-days", 6);
+        until_gone(&b, "six-days").await;
+        for key in ["three-days", "six-days-again"] {
+            b.put("bkt", key, bytes_body(key), None).await.unwrap();
+        }
+        age(dir.path(), "three-days", 3);
+        age(dir.path(), "six-days-again", 6);
+        until_gone(&b, "six-days-again").await;
+        assert_eq!(
+            read_all(&b, "bkt", "three-days").await.unwrap(),
+            b"three-days",
+            "the sweep that took six-days-again kept three-days: the rule is 5 days now"
+        );
+
+        let lifecycle = Arc::downgrade(&b.lifecycle);
+        drop(b);
+        assert!(
+            lifecycle.upgrade().is_none(),
+            "the task holds the store weakly"
+        );
     }
 }
