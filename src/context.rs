@@ -9,7 +9,7 @@ use crate::audit::AuditLog;
 use crate::config::Settings;
 use crate::job::JobEnvelope;
 use crate::jobs::Jobs;
-use crate::store::{OutMessage, QueueError, Stores};
+use crate::store::{Forwarded, OutMessage, QueueError, Stores};
 
 /// Message attribute carrying the job id, so tools can see it without parsing the body.
 pub const ATTR_JOB_ID: &str = "k8or-job-id";
@@ -121,8 +121,37 @@ impl Context {
         &self,
         envelope: &JobEnvelope,
         delay: Duration,
-        mut attributes: BTreeMap<String, String>,
+        attributes: BTreeMap<String, String>,
     ) -> Result<String, QueueError> {
+        let (queue, message) = self.message(envelope, delay, attributes);
+        self.stores.queue.send(queue, message).await
+    }
+
+    /// Sends the envelope to its stage's queue as [`enqueue`](Self::enqueue) does, and
+    /// deletes the received message `receipt` of queue `from`: a stage passing its job on
+    /// ([`Queue::forward`](crate::store::Queue::forward)).
+    pub async fn forward(
+        &self,
+        envelope: &JobEnvelope,
+        attributes: BTreeMap<String, String>,
+        from: &str,
+        receipt: &str,
+    ) -> Result<Forwarded, QueueError> {
+        let (queue, message) = self.message(envelope, Duration::ZERO, attributes);
+        self.stores
+            .queue
+            .forward(queue, message, from, receipt)
+            .await
+    }
+
+    /// The envelope's queue and message: its job and stage, and a trace context (a new
+    /// trace when `attributes` carry none).
+    fn message(
+        &self,
+        envelope: &JobEnvelope,
+        delay: Duration,
+        mut attributes: BTreeMap<String, String>,
+    ) -> (&str, OutMessage) {
         let queue = &self.settings.stages.get(envelope.stage).queue;
         attributes.insert(ATTR_JOB_ID.into(), envelope.job_id.to_string());
         attributes.insert(ATTR_STAGE.into(), envelope.stage.to_string());
@@ -142,7 +171,7 @@ impl Context {
             delay,
             attributes,
         };
-        self.stores.queue.send(queue, message).await
+        (queue, message)
     }
 }
 

@@ -130,6 +130,7 @@ mod sqs {
         [
             queue_send_receive_delete,
             queue_send_batch_sends_every_message,
+            queue_forward_sends_and_deletes_the_received_message,
             queue_ensure_queue_is_idempotent,
             queue_ensure_queue_applies_changed_settings,
             queue_visibility_timeout_hides_then_redelivers,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub use blobs::{BlobError, BlobInfo, Blobs, ByteStream, PutReceipt, SmallObject};
 pub use open::{open, provision, OpenError, ProvisionError, ProvisionReport};
 pub use queue::{
-    DeadLetterPolicy, Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec,
+    DeadLetterPolicy, Delivery, Forwarded, OutMessage, Queue, QueueDepth, QueueError, QueueSpec,
     ReceiveOptions,
 };
 pub use redrive::{

@@ -80,6 +80,15 @@ pub struct Delivery {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// What [`Queue::forward`] did once its message was sent.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The id of the message sent.
+    pub message_id: String,
+    /// How the delete of the received message went.
+    pub deleted: Result<(), QueueError>,
+}
+
 /// How many messages a queue holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueDepth {
@@ -157,6 +166,29 @@ pub trait Queue: Send + Sync + 'static {
     /// rely on either: every stage's effects are idempotent, and a message deleted early by
     /// a slow holder has already had its effects and its next stage enqueued.
     async fn delete(&self, queue: &str, receipt: &str) -> Result<(), QueueError>;
+
+    /// Sends `message` to queue `to` and deletes the received message `receipt` of queue
+    /// `from`: a stage passing its job on. `Err` means nothing was sent and nothing
+    /// deleted; once the message is sent, how the delete went is in
+    /// [`Forwarded::deleted`] (a stale receipt is not an error, as in [`Queue::delete`]).
+    ///
+    /// This default sends, then deletes, as SQS must: a crash between the two leaves both
+    /// messages, which at-least-once delivery allows. The embedded queue does both in one
+    /// transaction, so its stages hand a job on exactly once, with one commit.
+    async fn forward(
+        &self,
+        to: &str,
+        message: OutMessage,
+        from: &str,
+        receipt: &str,
+    ) -> Result<Forwarded, QueueError> {
+        let message_id = self.send(to, message).await?;
+        let deleted = self.delete(from, receipt).await;
+        Ok(Forwarded {
+            message_id,
+            deleted,
+        })
+    }
 
     /// Deletes several received messages; one result per receipt, in order.
     async fn delete_batch(

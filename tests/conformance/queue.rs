@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8or::store::queue::{
-    DeadLetterPolicy, Delivery, OutMessage, Queue, QueueError, QueueSpec, ReceiveOptions,
+    DeadLetterPolicy, Delivery, Forwarded, OutMessage, Queue, QueueError, QueueSpec, ReceiveOptions,
 };
 use k8or::store::{peek_dead_letters, redrive};
 
@@ -22,6 +22,7 @@ macro_rules! queue_conformance {
             [
                 queue_send_receive_delete,
                 queue_send_batch_sends_every_message,
+                queue_forward_sends_and_deletes_the_received_message,
                 queue_ensure_queue_is_idempotent,
                 queue_ensure_queue_applies_changed_settings,
                 queue_visibility_timeout_hides_then_redelivers,
@@ -645,4 +646,83 @@ pub async fn queue_eight_receivers_handle_5000_messages_exactly_once(q: Arc<dyn 
     assert!(twice.is_empty(), "not handled exactly once: {twice:?}");
     assert_eq!(redelivered.load(Ordering::SeqCst), 0);
     wait_until_empty(&*q, &name).await;
+}
+
+/// A stage passing its job on: the message goes to the next queue with its attributes,
+/// and the received one is gone for good. A missing target sends nothing and deletes
+/// nothing; a missing source still sends, and says the delete failed; a stale receipt
+/// still sends, and its delete succeeds as a stale delete does.
+pub async fn queue_forward_sends_and_deletes_the_received_message(q: Arc<dyn Queue>) {
+    let (from, to) = (fresh(&*q, 1).await, fresh(&*q, 30).await);
+    q.send(&from, message("stage 1", &[])).await.expect("send");
+    let held = receive_one(&*q, &from, None).await;
+    let next = message("stage 2", &[("k8or-trace", "t1")]);
+    let Forwarded {
+        message_id,
+        deleted,
+    } = q
+        .forward(&to, next, &from, &held.receipt)
+        .await
+        .expect("forward");
+    deleted.expect("the received message is deleted");
+    let got = receive_one(&*q, &to, Some(60)).await;
+    assert_eq!(
+        (got.message_id.as_str(), got.body.as_str()),
+        (message_id.as_str(), "stage 2")
+    );
+    assert_eq!(
+        got.attributes.get("k8or-trace").map(String::as_str),
+        Some("t1")
+    );
+    // Past the source's 1 s visibility timeout, nothing comes back.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(q
+        .receive(&from, &opts(10, 1, None))
+        .await
+        .expect("receive")
+        .is_empty());
+    wait_until_empty(&*q, &from).await;
+
+    q.send(&from, message("again", &[])).await.expect("send");
+    let held = receive_one(&*q, &from, Some(60)).await;
+    let missing = unique("missing");
+    let r = q
+        .forward(&missing, message("lost?", &[]), &from, &held.receipt)
+        .await;
+    assert!(matches!(r, Err(QueueError::NotFound(_))), "{r:?}");
+    q.change_visibility(&from, &held.receipt, MINUTE)
+        .await
+        .expect("nothing deleted: the receipt still holds the message");
+    let r = q
+        .forward(&to, message("sent anyway", &[]), &missing, &held.receipt)
+        .await
+        .expect("sent");
+    assert!(
+        matches!(r.deleted, Err(QueueError::NotFound(_))),
+        "{:?}",
+        r.deleted
+    );
+
+    q.change_visibility(&from, &held.receipt, Duration::ZERO)
+        .await
+        .expect("release");
+    receive_one(&*q, &from, Some(60)).await;
+    let r = q
+        .forward(
+            &to,
+            message("from a stale receipt", &[]),
+            &from,
+            &held.receipt,
+        )
+        .await
+        .expect("sent");
+    r.deleted.expect("a stale delete succeeds");
+    let bodies: HashSet<String> = q
+        .receive(&to, &opts(10, 1, Some(60)))
+        .await
+        .expect("receive")
+        .into_iter()
+        .map(|d| d.body)
+        .collect();
+    assert!(bodies.contains("sent anyway"), "{bodies:?}");
 }

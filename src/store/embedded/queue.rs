@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::db::{millis, now_ms, Db, DbError, ErrorClass};
 use super::wakers::Wakers;
 use crate::store::queue::{
-    Delivery, OutMessage, Queue, QueueDepth, QueueError, QueueSpec, ReceiveOptions,
+    Delivery, Forwarded, OutMessage, Queue, QueueDepth, QueueError, QueueSpec, ReceiveOptions,
 };
 pub(super) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS queues (
@@ -331,18 +331,66 @@ impl SqliteQueue {
     async fn delete_rows(&self, queue: &str, rows: Vec<(i64, String)>) -> Result<(), QueueError> {
         let queue = queue.to_owned();
         self.db
-            .write(move |conn| -> Result<(), DbError> {
-                let mut stmt = conn.prepare_cached(
-                    "DELETE FROM messages WHERE seq = ? AND receipt = ? AND +queue = ?",
-                )?;
-                for (seq, receipt) in &rows {
-                    stmt.execute(params![seq, receipt, queue])?;
-                }
-                Ok(())
-            })
+            .write(move |conn| delete_rows(conn, &queue, &rows))
             .await?;
         Ok(())
     }
+}
+
+/// Checks messages to send and gives them ids.
+fn new_rows(messages: Vec<OutMessage>) -> Result<Vec<NewMessage>, QueueError> {
+    messages
+        .into_iter()
+        .map(|message| {
+            if message.delay > MAX_DELAY {
+                return Err(invalid("delay must be at most 15 minutes"));
+            }
+            if message.body.is_empty() || message.body.len() > MAX_BODY_BYTES {
+                return Err(invalid(format!(
+                    "message body must be 1 to {MAX_BODY_BYTES} bytes"
+                )));
+            }
+            Ok(NewMessage {
+                message_id: uuid::Uuid::new_v4().to_string(),
+                attributes: serde_json::to_string(&message.attributes)
+                    .map_err(|e| invalid(format!("attributes: {e}")))?,
+                body: message.body,
+                visible_after_ms: millis(message.delay),
+            })
+        })
+        .collect()
+}
+
+/// Inserts messages into `queue` (on the writer thread).
+fn insert_rows(conn: &Connection, queue: &str, rows: &[NewMessage]) -> Result<(), DbError> {
+    let now = now_ms();
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO messages
+         (queue, message_id, body, attributes, sent_at_ms, visible_at_ms)
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )?;
+    for m in rows {
+        stmt.execute(params![
+            queue,
+            m.message_id,
+            m.body,
+            m.attributes,
+            now,
+            now.saturating_add(m.visible_after_ms)
+        ])?;
+    }
+    Ok(())
+}
+
+/// Deletes received messages of `queue` by (seq, receipt); a stale receipt deletes
+/// nothing (on the writer thread).
+fn delete_rows(conn: &Connection, queue: &str, rows: &[(i64, String)]) -> Result<(), DbError> {
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM messages WHERE seq = ? AND receipt = ? AND +queue = ?")?;
+    for (seq, receipt) in rows {
+        stmt.execute(params![seq, receipt, queue])?;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -426,57 +474,62 @@ impl Queue for SqliteQueue {
         messages: Vec<OutMessage>,
     ) -> Result<Vec<String>, QueueError> {
         self.config(queue)?;
-        let mut ids = Vec::with_capacity(messages.len());
-        let mut rows = Vec::with_capacity(messages.len());
-        for message in messages {
-            if message.delay > MAX_DELAY {
-                return Err(invalid("delay must be at most 15 minutes"));
-            }
-            if message.body.is_empty() || message.body.len() > MAX_BODY_BYTES {
-                return Err(invalid(format!(
-                    "message body must be 1 to {MAX_BODY_BYTES} bytes"
-                )));
-            }
-            let id = uuid::Uuid::new_v4().to_string();
-            rows.push(NewMessage {
-                message_id: id.clone(),
-                attributes: serde_json::to_string(&message.attributes)
-                    .map_err(|e| invalid(format!("attributes: {e}")))?,
-                body: message.body,
-                visible_after_ms: millis(message.delay),
-            });
-            ids.push(id);
-        }
+        let rows = new_rows(messages)?;
+        let ids = rows.iter().map(|m| m.message_id.clone()).collect();
         if rows.is_empty() {
             return Ok(ids);
         }
         let any_visible = rows.iter().any(|m| m.visible_after_ms == 0);
         let name = queue.to_owned();
         self.db
-            .write(move |conn| -> Result<(), DbError> {
-                let now = now_ms();
-                let mut stmt = conn.prepare_cached(
-                    "INSERT INTO messages
-                     (queue, message_id, body, attributes, sent_at_ms, visible_at_ms)
-                     VALUES (?, ?, ?, ?, ?, ?)",
-                )?;
-                for m in &rows {
-                    stmt.execute(params![
-                        name,
-                        m.message_id,
-                        m.body,
-                        m.attributes,
-                        now,
-                        now.saturating_add(m.visible_after_ms)
-                    ])?;
-                }
-                Ok(())
-            })
+            .write(move |conn| insert_rows(conn, &name, &rows))
             .await?;
         if any_visible {
             self.wakers.wake(queue);
         }
         Ok(ids)
+    }
+
+    /// One transaction: the send and the delete commit together, or neither does.
+    async fn forward(
+        &self,
+        to: &str,
+        message: OutMessage,
+        from: &str,
+        receipt: &str,
+    ) -> Result<Forwarded, QueueError> {
+        self.config(to)?;
+        if let Err(e) = self.config(from) {
+            // As a send then a delete would end: sent, and the delete refused.
+            let message_id = self.send(to, message).await?;
+            return Ok(Forwarded {
+                message_id,
+                deleted: Err(e),
+            });
+        }
+        let rows = new_rows(vec![message])?;
+        let message_id = rows[0].message_id.clone();
+        let visible = rows[0].visible_after_ms == 0;
+        // A receipt this queue never gave deletes nothing; the send goes ahead, as a send
+        // then a failed delete would leave it.
+        let (deleting, deleted) = match parse_receipt(receipt) {
+            Ok(seq) => (vec![(seq, receipt.to_owned())], Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        let (to_name, from_name) = (to.to_owned(), from.to_owned());
+        self.db
+            .write(move |conn| {
+                insert_rows(conn, &to_name, &rows)?;
+                delete_rows(conn, &from_name, &deleting)
+            })
+            .await?;
+        if visible {
+            self.wakers.wake(to);
+        }
+        Ok(Forwarded {
+            message_id,
+            deleted,
+        })
     }
 
     async fn receive(

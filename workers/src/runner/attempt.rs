@@ -231,17 +231,27 @@ impl Attempt<'_> {
             return self.retry(e.to_string(), false).await;
         }
         self.start_written();
-        if let Some(next) = next {
-            let envelope = self.env.advance(next, &outcome.pids);
-            if let Err(e) = self
-                .ctx
-                .enqueue(&envelope, Duration::ZERO, self.trace.attributes())
-                .await
-            {
-                return self.retry(format!("enqueue {next}: {e}"), true).await;
+        let deleted = match next {
+            // The next stage's message and this one's delete, together where the queue can.
+            Some(next) => {
+                let envelope = self.env.advance(next, &outcome.pids);
+                match self
+                    .ctx
+                    .forward(
+                        &envelope,
+                        self.trace.attributes(),
+                        self.queue,
+                        &self.delivery.receipt,
+                    )
+                    .await
+                {
+                    Ok(forwarded) => forwarded.deleted,
+                    Err(e) => return self.retry(format!("enqueue {next}: {e}"), true).await,
+                }
             }
-        }
-        if let Err(e) = self.delete().await {
+            None => self.delete().await,
+        };
+        if let Err(e) = deleted {
             // The next stage is already queued; a redelivery finds the job past this stage.
             warn!(error = %e, "could not delete a finished message");
         }
