@@ -5,8 +5,8 @@
 //! sees the whole object or none of it, and a put that returned is on disk. A crash
 //! mid-put leaves its temporary file, which the next [`FolderBlobs::open`] removes once it
 //! is an hour old. A set of objects ([`Blobs::put_many`]) is written and synced file by
-//! file, then renamed into place, and each folder it went to is synced once: a folder of
-//! four files costs one folder sync, not four.
+//! file, side by side, then renamed into place, and each folder it went to is synced once:
+//! a folder of four files costs one folder sync, not four.
 //!
 //! The content type is an extended attribute (`user.k8or.content_type`) of the data file
 //! itself, set on the temporary file before the rename, so data and type appear together
@@ -446,28 +446,36 @@ impl Inner {
         Ok(sidecar)
     }
 
-    /// Writes and syncs every object's temporary file, renames them all into place, then
-    /// syncs each folder they went to (and any folder made for them) once: a set of files
-    /// in one folder costs one folder sync, not one each. The caller hears `Ok` only once
-    /// every object and folder is synced.
-    fn put_many(&self, bucket: &str, objects: &[SmallObject]) -> Result<(), BlobError> {
+    /// Writes one object of a set to a temporary file, tagged and synced, ready for
+    /// [`place_all`](Self::place_all); with it, whether its type went to a sidecar.
+    fn prepare(&self, bucket: &str, object: &SmallObject) -> Result<(TempFile, bool), BlobError> {
+        self.bucket_dir(bucket)?;
+        let (temp, mut file) = self.create_temp().map_err(io_error)?;
+        file.write_all(&object.body).map_err(io_error)?;
+        let sidecar = self.seal(file, bucket, &object.key, object.content_type.as_deref())?;
+        Ok((temp, sidecar))
+    }
+
+    /// Renames a set's prepared files into place, then syncs each folder they went to (and
+    /// any folder made for them) once: a set of files in one folder costs one folder sync,
+    /// not one each. The caller hears `Ok` only once every object and folder is synced.
+    fn place_all(
+        &self,
+        bucket: &str,
+        prepared: Vec<(SmallObject, TempFile, bool)>,
+    ) -> Result<(), BlobError> {
         let root = self.bucket_dir(bucket)?;
-        let mut sealed = Vec::with_capacity(objects.len());
-        for o in objects {
-            let (temp, mut file) = self.create_temp().map_err(io_error)?;
-            file.write_all(&o.body).map_err(io_error)?;
-            let sidecar = self.seal(file, bucket, &o.key, o.content_type.as_deref())?;
-            sealed.push((temp, o, sidecar));
-        }
         let mut dirs = Vec::new();
-        for (temp, o, _) in &mut sealed {
-            rename_into(&temp.path, &root.join(&o.key), &mut dirs).map_err(io_error)?;
+        let mut placed = Vec::with_capacity(prepared.len());
+        for (object, mut temp, sidecar) in prepared {
+            rename_into(&temp.path, &root.join(&object.key), &mut dirs).map_err(io_error)?;
             temp.kept = true;
+            placed.push((object.key, sidecar));
         }
         sync_dirs(&dirs);
-        for (_, o, sidecar) in &sealed {
+        for (key, sidecar) in placed {
             if !sidecar {
-                self.drop_stale_sidecar(bucket, &o.key)?;
+                self.drop_stale_sidecar(bucket, &key)?;
             }
         }
         Ok(())
@@ -945,10 +953,30 @@ impl Blobs for FolderBlobs {
         .await
     }
 
+    /// Each file is written and synced in a blocking task of its own, so that their syncs
+    /// overlap as separate puts' would; then one task renames them all and syncs each
+    /// folder once.
     async fn put_many(&self, bucket: &str, objects: Vec<SmallObject>) -> Result<(), BlobError> {
         check_objects(&objects)?;
+        let writes = objects.into_iter().map(|object| {
+            let (inner, bucket) = (self.inner.clone(), bucket.to_owned());
+            blocking(move || {
+                let (temp, sidecar) = inner.prepare(&bucket, &object)?;
+                Ok((object, temp, sidecar))
+            })
+        });
+        let (prepared, failed): (Vec<_>, Vec<_>) = future::join_all(writes)
+            .await
+            .into_iter()
+            .partition(Result::is_ok);
+        if let Some(Err(e)) = failed.into_iter().next() {
+            // The files written go (deleted on drop), off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(move || drop(prepared)).await;
+            return Err(e);
+        }
+        let prepared = prepared.into_iter().flatten().collect();
         let (inner, bucket) = (self.inner.clone(), bucket.to_owned());
-        blocking(move || inner.put_many(&bucket, &objects)).await
+        blocking(move || inner.place_all(&bucket, prepared)).await
     }
 
     async fn get(&self, bucket: &str, key: &str) -> Result<ByteStream, BlobError> {
@@ -1448,6 +1476,11 @@ mod tests {
         assert!(b.put_many("bkt", set).await.is_err());
         assert_eq!(read_all(&b, "bkt", "k/first.yaml").await.unwrap(), b"first");
         assert_eq!(b.head("bkt", "k/third.yaml").await.unwrap(), None);
+        assert_eq!(temp_leftovers(dir.path()), 0);
+
+        let set = vec![object("a.yaml", "a", "application/yaml")];
+        let r = b.put_many("no-such-bucket", set).await;
+        assert!(matches!(r, Err(BlobError::NoSuchBucket(_))), "{r:?}");
         assert_eq!(temp_leftovers(dir.path()), 0);
     }
 
