@@ -1437,8 +1437,8 @@ mod tests {
 
     /// A set keeps each type where a single put would (an over-long one in a sidecar, and
     /// a later short one in the attribute again, which reads before the sidecar), and
-    /// leaves no temporary file,
-    /// also when it fails midway: there the objects renamed before the failure stay, whole.
+    /// leaves no temporary file, also when it fails midway (there the objects renamed
+    /// before the failure stay, whole) or at once (a missing bucket).
     #[tokio::test]
     async fn a_set_puts_like_single_puts_and_leaves_no_temporary_file() {
         let dir = tempfile::tempdir().unwrap();
