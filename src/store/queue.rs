@@ -218,7 +218,9 @@ pub trait Queue: Send + Sync + 'static {
     /// hidden for their visibility timeout with their receive counted. True for SQS, whose
     /// long poll goes on at the server until it answers, whoever still listens: a stopping
     /// worker lets such a receive end and releases what it took. The embedded queue's long
-    /// poll waits in this process and ends when dropped.
+    /// poll waits in this process and ends when dropped, and its take is a write that the
+    /// writer thread skips once its caller is gone; only a drop in the instant between the
+    /// take and its answer (while the take commits) can still hide messages.
     fn receive_outlives_its_caller(&self) -> bool {
         false
     }

@@ -7,7 +7,8 @@
 //! after the commit, so an `Ok` survives the process crashing (with `synchronous=NORMAL` a
 //! power loss may still take the last commits), and a failed commit fails everyone in it.
 //! Many concurrent writes cost one commit (group commit), and no write waits on an async
-//! lock or a pool. A closure holds up every write behind it, so it does nothing but SQL.
+//! lock or a pool. A write whose caller stopped waiting (its future dropped) before the
+//! thread came to it is skipped, as a cancelled future's work should be. A closure holds up every write behind it, so it does nothing but SQL.
 //!
 //! **Reads** run on the caller's thread, on a connection from a small free list, as SQLite
 //! in WAL mode lets them read a snapshot beside the writer: a point read costs
@@ -121,6 +122,12 @@ where
 {
     fn run(&mut self, conn: &Connection) -> bool {
         let work = self.work.take().expect("a write runs once");
+        // A caller that stopped waiting (its future dropped) has nothing done, as if its
+        // write had never reached this thread: a receive dropped at a stop then takes no
+        // message that nobody would hold until its visibility timeout.
+        if self.reply.is_closed() {
+            return true;
+        }
         let outcome = work(conn);
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
@@ -594,6 +601,22 @@ mod tests {
             2,
             "the blocking write's commit, then one for the five queued behind it"
         );
+    }
+
+    /// A write whose caller stopped waiting before the writer came to it is not done; the
+    /// writes beside it are.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_dropped_before_it_runs_is_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(open(&dir).await);
+        let (release, blocked) = block_writer(&db).await;
+        let kept = queued(&db, insert("kept")).await;
+        let dropped = queued(&db, insert("dropped")).await;
+        drop(dropped);
+        release.send(()).unwrap();
+        blocked.await.unwrap().unwrap();
+        kept.await.unwrap();
+        assert_eq!(keys(&db), ["kept"]);
     }
 
     /// A commit that fails fails every write in it, all of their changes undone, and the
