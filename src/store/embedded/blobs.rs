@@ -1097,11 +1097,8 @@ mod tests {
                     .await
                     .unwrap();
             }
-            let three_days = SystemTime::now() - Duration::from_secs(3 * 24 * 3600);
             for key in ["old", "deep/er/old"] {
-                let path = dir.path().join("bkt").join(key);
-                let file = File::options().write(true).open(path).unwrap();
-                file.set_modified(three_days).unwrap();
+                age(dir.path(), key, 3);
             }
             b.expire_objects("bkt", 2).await.unwrap();
             for key in ["old", "deep/er/old"] {
