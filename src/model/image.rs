@@ -161,12 +161,6 @@ impl ImageVersion {
         };
         parts.next().is_none().then_some(v)
     }
-
-    /// A number that orders versions, for conditional writes ("a newer version replaces an
-    /// older one, never the reverse") that compare numbers, not strings.
-    pub fn order_key(self) -> u64 {
-        (u64::from(self.major) << 40) | (u64::from(self.minor) << 20) | u64::from(self.patch)
-    }
 }
 
 #[cfg(test)]
@@ -179,7 +173,6 @@ mod tests {
         let b = ImageVersion::parse("v0-0-10").unwrap();
         let c = ImageVersion::parse("v1-0-0").unwrap();
         assert!(a < b && b < c);
-        assert!(a.order_key() < b.order_key() && b.order_key() < c.order_key());
         for bad in [
             "",
             "v",

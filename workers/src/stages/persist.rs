@@ -156,13 +156,11 @@ impl StageHandler for PersistMetadata {
         let mut image_only = metadata.clone();
         image_only.part = None;
         image_only.tail = None;
-        let order = keys.version.order_key();
         let image_item = json!({
             "part-number": keys.part,
             "tail-name": keys.tail,
             "imageMetadata": image_only,
             "userMetadata": user,
-            "versionOrder": order,
             "jobId": job_id,
             "createdTimestampUTC": created.utc,
             "createdTimestampUnix": created.unix,
