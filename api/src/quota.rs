@@ -3,29 +3,55 @@
 //! to make them without end. One GCRA limiter (governor) per API process, keyed by
 //! username, with a burst of the whole minute's quota: N API nodes let a user make up to
 //! N times as many.
+//!
+//! The limiter keeps a state per username it has seen. A state whose quota is whole again
+//! says nothing a missing one would not, so the map is pruned to the users of about the
+//! last minute whenever it has doubled since the last pruning: memory follows the users
+//! active in a minute, not every user since the process started, at an amortized cost of
+//! a few map entries per request.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
 
 use crate::error::ApiError;
 
-pub struct WriteQuota {
+/// The fewest states kept before the first pruning.
+const PRUNE_FROM: usize = 1024;
+
+type Limiter<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
+
+pub struct WriteQuota<C: Clock = DefaultClock> {
     /// `None`: no quota (set to 0).
-    limiter: Option<(DefaultKeyedRateLimiter<String>, u32)>,
+    limiter: Option<(Limiter<C>, u32)>,
+    /// How many states the map may hold before the next pruning.
+    prune_at: AtomicUsize,
 }
 
 impl WriteQuota {
     /// `per_minute` new UIDs and jobs per user; 0 for no quota.
     pub fn per_minute(per_minute: u32) -> Self {
+        Self::with_clock(per_minute, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> WriteQuota<C> {
+    fn with_clock(per_minute: u32, clock: C) -> Self {
         Self {
             limiter: NonZeroU32::new(per_minute).map(|n| {
-                (
-                    DefaultKeyedRateLimiter::keyed(Quota::per_minute(n)),
-                    per_minute,
-                )
+                let limiter = RateLimiter::new(
+                    Quota::per_minute(n),
+                    DefaultKeyedStateStore::default(),
+                    clock,
+                );
+                (limiter, per_minute)
             }),
+            prune_at: AtomicUsize::new(PRUNE_FROM),
         }
     }
 
@@ -34,21 +60,41 @@ impl WriteQuota {
         let Some((limiter, per_minute)) = &self.limiter else {
             return Ok(());
         };
-        limiter
-            .check_key(&username.to_owned())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                ApiError::RateLimited {
-                    per_minute: *per_minute,
-                    // Whole seconds, rounded up: a client that waits that long gets one.
-                    retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-                }
-            })
+        let taken = limiter.check_key(&username.to_owned());
+        self.prune(limiter);
+        taken.map_err(|not_until| {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            ApiError::RateLimited {
+                per_minute: *per_minute,
+                // Whole seconds, rounded up: a client that waits that long gets one.
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            }
+        })
+    }
+
+    /// Drops the states whose quota is whole again, once the map has doubled.
+    fn prune(&self, limiter: &Limiter<C>) {
+        if limiter.len() < self.prune_at.load(Ordering::Relaxed) {
+            return;
+        }
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+        let next = (limiter.len() * 2).max(PRUNE_FROM);
+        self.prune_at.store(next, Ordering::Relaxed);
+    }
+
+    #[cfg(test)]
+    fn states(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |(l, _)| l.len())
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
@@ -65,6 +111,32 @@ mod tests {
             other => panic!("{other:?}"),
         }
         quota.take("madamecoco").unwrap();
+    }
+
+    #[test]
+    fn states_of_users_whose_quota_is_whole_again_are_pruned() {
+        let clock = FakeRelativeClock::default();
+        let quota = WriteQuota::with_clock(2, clock.clone());
+        let user = |i: usize| format!("user{i}");
+        // More users than the first pruning keeps, all within one minute: all are kept,
+        // and each still has the quota it did not use.
+        for i in 0..1500 {
+            quota.take(&user(i)).unwrap();
+        }
+        assert_eq!(quota.states(), 1500);
+        quota.take(&user(7)).unwrap();
+        assert!(quota.take(&user(7)).is_err(), "user7 used both");
+
+        // A minute on, new users come: the old states go at the next pruning.
+        clock.advance(Duration::from_secs(61));
+        for i in 1500..2100 {
+            quota.take(&user(i)).unwrap();
+        }
+        let states = quota.states();
+        assert!(states < 1000, "{states} states kept");
+        // Whole again after the minute, as a kept state would be.
+        quota.take(&user(7)).unwrap();
+        quota.take(&user(7)).unwrap();
     }
 
     #[test]
