@@ -225,6 +225,9 @@ pub struct Limits {
     pub cors_origins: Vec<String>,
     /// New image UIDs and jobs one user may make a minute, per API process (0: no quota).
     pub user_writes_per_minute: u32,
+    /// Error responses of one user recorded in the user-error-log table a minute, per API
+    /// process (0: all); the rest are only counted.
+    pub user_errors_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -235,6 +238,7 @@ impl Default for Limits {
             request_timeout_secs: 3600,
             cors_origins: Vec::new(),
             user_writes_per_minute: 120,
+            user_errors_per_minute: 60,
         }
     }
 }

@@ -7,8 +7,10 @@
 //!
 //! Anyone can make errors without a token, and each would be a table write under one
 //! partition key: at most [`ANONYMOUS_PER_MINUTE`] anonymous errors are recorded per
-//! process and minute. The rest are only counted (`k8or_errors_unrecorded_total`) and
-//! traced, as every request is, and so are a user's requests refused as `rate-limited`.
+//! process and minute. A user's errors are recorded up to `limits.user_errors_per_minute`
+//! per process (a token is no licence to fill the table either). The rest are only counted
+//! (`k8or_errors_unrecorded_total`) and traced, as every request is, and so are a user's
+//! requests refused as `rate-limited`.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -106,8 +108,11 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     let pid = error_pid(&method, route);
     if !UNLOGGED.contains(&route) {
         // A refusal for going too fast is not written for every request it refuses.
-        let budget =
-            report.code != "rate-limited" && (username.is_some() || state.anonymous_errors.take());
+        let budget = report.code != "rate-limited"
+            && match username.as_deref() {
+                Some(user) => state.user_errors.take(user).is_ok(),
+                None => state.anonymous_errors.take(),
+            };
         if budget {
             record(
                 &state,

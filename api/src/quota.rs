@@ -1,17 +1,21 @@
-//! Each user's quota of what a request creates for good: image UIDs (a `wp_image_uid` row
-//! and two events each) and jobs (an upload, a job record, events). A token is no licence
-//! to make them without end. One GCRA limiter (governor) per API process, keyed by
-//! username, with a burst of the whole minute's quota: N API nodes let a user make up to
-//! N times as many.
+//! Per-user budgets, one GCRA limiter (governor) each per API process, keyed by username,
+//! with a burst of the whole minute's budget (N API nodes let a user make up to N times as
+//! many):
 //!
-//! The limiter keeps a state per username it has seen. A state whose quota is whole again
-//! says nothing a missing one would not, so the map is pruned to the users of about the
-//! last minute whenever it has doubled since the last pruning: memory follows the users
-//! active in a minute, not every user since the process started, at an amortized cost of
-//! a few map entries per request.
+//! - the quota of what a request creates for good: image UIDs (a `wp_image_uid` row and two
+//!   events each) and jobs (an upload, a job record, events). A token is no licence to make
+//!   them without end;
+//! - the user-error-log items a user's failed requests write (the envelope's).
+//!
+//! A limiter keeps a state per key it has seen. A state whose budget is whole again says
+//! nothing a missing one would not, so the map is pruned to the keys of about the last
+//! minute whenever it has doubled since the last pruning: memory follows the users active
+//! in a minute, not every user since the process started, at an amortized cost of a few
+//! map entries per request.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
@@ -26,53 +30,47 @@ const PRUNE_FROM: usize = 1024;
 type Limiter<C> =
     RateLimiter<String, DefaultKeyedStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
-pub struct WriteQuota<C: Clock = DefaultClock> {
-    /// `None`: no quota (set to 0).
-    limiter: Option<(Limiter<C>, u32)>,
+/// So many a minute per key, in a burst of that many (GCRA), with the map of keys pruned as
+/// the module says.
+pub struct KeyedBudget<C: Clock = DefaultClock> {
+    /// `None`: no limit (set to 0).
+    limiter: Option<Limiter<C>>,
     /// How many states the map may hold before the next pruning.
     prune_at: AtomicUsize,
 }
 
-impl WriteQuota {
-    /// `per_minute` new UIDs and jobs per user; 0 for no quota.
+impl KeyedBudget {
+    /// `per_minute` for each key; 0 for no limit.
     pub fn per_minute(per_minute: u32) -> Self {
         Self::with_clock(per_minute, DefaultClock::default())
     }
 }
 
-impl<C: Clock> WriteQuota<C> {
+impl<C: Clock> KeyedBudget<C> {
     fn with_clock(per_minute: u32, clock: C) -> Self {
         Self {
             limiter: NonZeroU32::new(per_minute).map(|n| {
-                let limiter = RateLimiter::new(
+                RateLimiter::new(
                     Quota::per_minute(n),
                     DefaultKeyedStateStore::default(),
                     clock,
-                );
-                (limiter, per_minute)
+                )
             }),
             prune_at: AtomicUsize::new(PRUNE_FROM),
         }
     }
 
-    /// Takes one of the user's quota, or says how long until one is back (429).
-    pub fn take(&self, username: &str) -> Result<(), ApiError> {
-        let Some((limiter, per_minute)) = &self.limiter else {
+    /// Takes one of `key`'s budget, or says how long until one is back.
+    pub fn take(&self, key: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        let taken = limiter.check_key(&username.to_owned());
+        let taken = limiter.check_key(&key.to_owned());
         self.prune(limiter);
-        taken.map_err(|not_until| {
-            let wait = not_until.wait_time_from(limiter.clock().now());
-            ApiError::RateLimited {
-                per_minute: *per_minute,
-                // Whole seconds, rounded up: a client that waits that long gets one.
-                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
-            }
-        })
+        taken.map_err(|not_until| not_until.wait_time_from(limiter.clock().now()))
     }
 
-    /// Drops the states whose quota is whole again, once the map has doubled.
+    /// Drops the states whose budget is whole again, once the map has doubled.
     fn prune(&self, limiter: &Limiter<C>) {
         if limiter.len() < self.prune_at.load(Ordering::Relaxed) {
             return;
@@ -85,14 +83,45 @@ impl<C: Clock> WriteQuota<C> {
 
     #[cfg(test)]
     fn states(&self) -> usize {
-        self.limiter.as_ref().map_or(0, |(l, _)| l.len())
+        self.limiter.as_ref().map_or(0, Limiter::len)
+    }
+}
+
+/// Each user's quota of new UIDs and jobs.
+pub struct WriteQuota<C: Clock = DefaultClock> {
+    budget: KeyedBudget<C>,
+    per_minute: u32,
+}
+
+impl WriteQuota {
+    /// `per_minute` new UIDs and jobs per user; 0 for no quota.
+    pub fn per_minute(per_minute: u32) -> Self {
+        Self::with_clock(per_minute, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> WriteQuota<C> {
+    fn with_clock(per_minute: u32, clock: C) -> Self {
+        Self {
+            budget: KeyedBudget::with_clock(per_minute, clock),
+            per_minute,
+        }
+    }
+
+    /// Takes one of the user's quota, or says how long until one is back (429).
+    pub fn take(&self, username: &str) -> Result<(), ApiError> {
+        self.budget
+            .take(username)
+            .map_err(|wait| ApiError::RateLimited {
+                per_minute: self.per_minute,
+                // Whole seconds, rounded up: a client that waits that long gets one.
+                retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use governor::clock::FakeRelativeClock;
 
     use super::*;
@@ -123,7 +152,7 @@ mod tests {
         for i in 0..1500 {
             quota.take(&user(i)).unwrap();
         }
-        assert_eq!(quota.states(), 1500);
+        assert_eq!(quota.budget.states(), 1500);
         quota.take(&user(7)).unwrap();
         assert!(quota.take(&user(7)).is_err(), "user7 used both");
 
@@ -132,7 +161,7 @@ mod tests {
         for i in 1500..2100 {
             quota.take(&user(i)).unwrap();
         }
-        let states = quota.states();
+        let states = quota.budget.states();
         assert!(states < 1000, "{states} states kept");
         // Whole again after the minute, as a kept state would be.
         quota.take(&user(7)).unwrap();

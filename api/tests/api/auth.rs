@@ -3,7 +3,7 @@ use std::process::Command;
 use k8or_api::{Role, TokenKeys};
 use serde_json::Value;
 
-use crate::helpers::{error_body, spawn_app, LOGIC_ERROR_PID, USER};
+use crate::helpers::{error_body, spawn_app, spawn_app_with, LOGIC_ERROR_PID, USER};
 
 #[tokio::test]
 async fn a_missing_token_is_401_and_logged_as_anonymous() {
@@ -169,4 +169,31 @@ async fn anonymous_errors_are_recorded_up_to_a_budget_then_only_counted() {
     let res = app.get("/api/v1/dlq", Some(&app.user_token())).await;
     error_body(res, 403, "forbidden").await;
     assert_eq!(app.ctx.audit.errors_of(USER).await.unwrap().len(), 1);
+}
+
+/// A token is no licence to fill the error log: a user's errors are recorded up to
+/// `limits.user_errors_per_minute`, the rest only counted; another user's have their own.
+#[tokio::test]
+async fn a_users_errors_are_recorded_up_to_their_budget_then_only_counted() {
+    let app = spawn_app_with(|s| s.limits.user_errors_per_minute = 3).await;
+    for _ in 0..8 {
+        let res = app.get("/api/v1/dlq", Some(&app.user_token())).await;
+        error_body(res, 403, "forbidden").await;
+    }
+    assert_eq!(app.ctx.audit.errors_of(USER).await.unwrap().len(), 3);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    let unrecorded = metrics
+        .lines()
+        .find(|l| l.starts_with("k8or_errors_unrecorded_total"))
+        .expect("the counter is exposed");
+    let n: f64 = unrecorded.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(n >= 5.0, "{unrecorded}");
+
+    let other = app.token("madamecoco", Role::User);
+    let res = app.get("/api/v1/dlq", Some(&other)).await;
+    error_body(res, 403, "forbidden").await;
+    assert_eq!(
+        app.ctx.audit.errors_of("madamecoco").await.unwrap().len(),
+        1
+    );
 }
