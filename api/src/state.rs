@@ -1,6 +1,7 @@
 //! What every handler gets: the shared context (settings, stores, job and audit tables),
 //! the token keys, the metrics handle, the budgets of error items (anonymous and each
-//! user's) and the users' quota of new UIDs and jobs. Cloned per request; everything inside is `Arc`.
+//! user's) and the users' quota of new UIDs and jobs. Cloned per request; everything
+//! inside is `Arc`.
 
 use std::sync::Arc;
 
