@@ -228,6 +228,9 @@ pub struct Limits {
     /// Error responses of one user recorded in the user-error-log table a minute, per API
     /// process (0: all); the rest are only counted.
     pub user_errors_per_minute: u32,
+    /// Error responses of requests without a valid token recorded in the user-error-log
+    /// table a minute, all together, per API process (0: all); the rest are only counted.
+    pub anonymous_errors_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -239,6 +242,7 @@ impl Default for Limits {
             cors_origins: Vec::new(),
             user_writes_per_minute: 120,
             user_errors_per_minute: 60,
+            anonymous_errors_per_minute: 60,
         }
     }
 }

@@ -6,14 +6,11 @@
 //! `anonymous`), keyed by the request id.
 //!
 //! Anyone can make errors without a token, and each would be a table write under one
-//! partition key: at most [`ANONYMOUS_PER_MINUTE`] anonymous errors are recorded per
+//! partition key: at most `limits.anonymous_errors_per_minute` of them are recorded per
 //! process and minute. A user's errors are recorded up to `limits.user_errors_per_minute`
 //! per process (a token is no licence to fill the table either). The rest are only counted
 //! (`k8or_errors_unrecorded_total`) and traced, as every request is, and so are a user's
 //! requests refused as `rate-limited`.
-
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
@@ -29,41 +26,6 @@ use crate::telemetry;
 
 /// Routes whose failures are not user errors (probes and scrapes would flood the log).
 const UNLOGGED: &[&str] = &["/healthz", "/readyz", "/metrics"];
-
-/// Anonymous errors recorded per process and minute.
-pub const ANONYMOUS_PER_MINUTE: u32 = 60;
-
-/// How many anonymous errors this minute has recorded (a fixed window: at most twice the
-/// rate across a window's edge, which is all a flood guard needs).
-#[derive(Debug)]
-pub struct AnonymousBudget {
-    window: Mutex<(Instant, u32)>,
-}
-
-impl Default for AnonymousBudget {
-    fn default() -> Self {
-        Self {
-            window: Mutex::new((Instant::now(), 0)),
-        }
-    }
-}
-
-impl AnonymousBudget {
-    /// Takes one from this minute's budget; `false` if it is spent.
-    pub fn take(&self) -> bool {
-        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        if now.duration_since(window.0) >= Duration::from_secs(60) {
-            *window = (now, 0);
-        }
-        if window.1 < ANONYMOUS_PER_MINUTE {
-            window.1 += 1;
-            true
-        } else {
-            false
-        }
-    }
-}
 
 /// The error PID of the service a route stands for: the image path is the validator's
 /// (`c12bms03`), everything else the Portal Upload Logic's (`c8bms06`).
@@ -108,11 +70,7 @@ pub async fn envelope(State(state): State<AppState>, req: Request, next: Next) -
     let pid = error_pid(&method, route);
     if !UNLOGGED.contains(&route) {
         // A refusal for going too fast is not written for every request it refuses.
-        let budget = report.code != "rate-limited"
-            && match username.as_deref() {
-                Some(user) => state.user_errors.take(user).is_ok(),
-                None => state.anonymous_errors.take(),
-            };
+        let budget = report.code != "rate-limited" && state.errors.take(username.as_deref());
         if budget {
             record(
                 &state,

@@ -22,6 +22,5 @@ mod uid;
 pub mod views;
 
 pub use auth::{Claims, Role, TokenKeys};
-pub use envelope::ANONYMOUS_PER_MINUTE;
 pub use error::{ApiError, ErrorBody};
 pub use startup::{Application, StartError};

@@ -5,7 +5,8 @@
 //! - the quota of what a request creates for good: image UIDs (a `wp_image_uid` row and two
 //!   events each) and jobs (an upload, a job record, events). A token is no licence to make
 //!   them without end;
-//! - the user-error-log items a user's failed requests write (the envelope's).
+//! - the user-error-log items a user's failed requests write (the envelope's), and those
+//!   of requests without a token, under one key.
 //!
 //! A limiter keeps a state per key it has seen. A state whose budget is whole again says
 //! nothing a missing one would not, so the map is pruned to the keys of about the last
@@ -84,6 +85,33 @@ impl<C: Clock> KeyedBudget<C> {
     #[cfg(test)]
     fn states(&self) -> usize {
         self.limiter.as_ref().map_or(0, Limiter::len)
+    }
+}
+
+/// The user-error-log items failed requests may write a minute: each user's own, and
+/// those of requests without a valid token together (anyone can make those, each a write
+/// under one partition key).
+pub struct ErrorBudget {
+    users: KeyedBudget,
+    anonymous: KeyedBudget,
+}
+
+impl ErrorBudget {
+    /// `per_user` for each user, `anonymous` for all requests without a token; 0: no limit.
+    pub fn per_minute(per_user: u32, anonymous: u32) -> Self {
+        Self {
+            users: KeyedBudget::per_minute(per_user),
+            anonymous: KeyedBudget::per_minute(anonymous),
+        }
+    }
+
+    /// Takes one from `username`'s budget (`None`: the anonymous one); whether the error
+    /// may be written.
+    pub fn take(&self, username: Option<&str>) -> bool {
+        match username {
+            Some(user) => self.users.take(user).is_ok(),
+            None => self.anonymous.take("").is_ok(),
+        }
     }
 }
 

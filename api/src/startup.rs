@@ -14,7 +14,7 @@ use k8or::{Context, Settings};
 use tokio::net::TcpListener;
 
 use crate::auth::TokenKeys;
-use crate::quota::{KeyedBudget, WriteQuota};
+use crate::quota::{ErrorBudget, WriteQuota};
 use crate::routes::{self, RouterError};
 use crate::secret::{self, SecretError, TokenSecret};
 use crate::state::AppState;
@@ -84,13 +84,15 @@ impl Application {
             source,
         })?;
         let writes = WriteQuota::per_minute(settings.limits.user_writes_per_minute);
-        let user_errors = KeyedBudget::per_minute(settings.limits.user_errors_per_minute);
+        let errors = ErrorBudget::per_minute(
+            settings.limits.user_errors_per_minute,
+            settings.limits.anonymous_errors_per_minute,
+        );
         let state = AppState {
             ctx: Context::new(settings, stores),
             keys: Arc::new(TokenKeys::new(secret.bytes())),
             metrics: telemetry::prometheus(),
-            anonymous_errors: Arc::default(),
-            user_errors: Arc::new(user_errors),
+            errors: Arc::new(errors),
             writes: Arc::new(writes),
         };
         let router = routes::router(state.clone())?;

@@ -9,17 +9,15 @@ use k8or::Context;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::TokenKeys;
-use crate::envelope::AnonymousBudget;
-use crate::quota::{KeyedBudget, WriteQuota};
+use crate::quota::{ErrorBudget, WriteQuota};
 
 #[derive(Clone)]
 pub struct AppState {
     pub ctx: Context,
     pub keys: Arc<TokenKeys>,
     pub metrics: PrometheusHandle,
-    pub anonymous_errors: Arc<AnonymousBudget>,
-    /// Each user's budget of recorded errors.
-    pub user_errors: Arc<KeyedBudget>,
+    /// The budgets of recorded errors: each user's, and the anonymous one.
+    pub errors: Arc<ErrorBudget>,
     /// Each user's quota of new UIDs and jobs.
     pub writes: Arc<WriteQuota>,
 }

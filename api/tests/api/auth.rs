@@ -147,12 +147,13 @@ fn the_aws_backend_needs_a_configured_secret() {
 }
 
 /// Errors without a token cost a table write each under one key, and anyone can make
-/// them: a minute records at most `ANONYMOUS_PER_MINUTE`, the rest are only counted. A
-/// user's own errors are recorded from their own budget.
+/// them: a minute records at most `limits.anonymous_errors_per_minute`, the rest are only
+/// counted. A user's own errors are recorded from their own budget.
 #[tokio::test]
 async fn anonymous_errors_are_recorded_up_to_a_budget_then_only_counted() {
-    let app = spawn_app().await;
-    let budget = k8or_api::ANONYMOUS_PER_MINUTE as usize;
+    let budget = 4;
+    let app = spawn_app_with(|s| s.limits.anonymous_errors_per_minute = budget).await;
+    let budget = budget as usize;
     for _ in 0..budget + 5 {
         error_body(app.get("/api/v1/users", None).await, 401, "unauthorized").await;
     }
