@@ -116,22 +116,16 @@ impl ErrorBudget {
 }
 
 /// Each user's quota of new UIDs and jobs.
-pub struct WriteQuota<C: Clock = DefaultClock> {
-    budget: KeyedBudget<C>,
+pub struct WriteQuota {
+    budget: KeyedBudget,
     per_minute: u32,
 }
 
 impl WriteQuota {
     /// `per_minute` new UIDs and jobs per user; 0 for no quota.
     pub fn per_minute(per_minute: u32) -> Self {
-        Self::with_clock(per_minute, DefaultClock::default())
-    }
-}
-
-impl<C: Clock> WriteQuota<C> {
-    fn with_clock(per_minute: u32, clock: C) -> Self {
         Self {
-            budget: KeyedBudget::with_clock(per_minute, clock),
+            budget: KeyedBudget::per_minute(per_minute),
             per_minute,
         }
     }
@@ -173,14 +167,14 @@ mod tests {
     #[test]
     fn states_of_users_whose_quota_is_whole_again_are_pruned() {
         let clock = FakeRelativeClock::default();
-        let quota = WriteQuota::with_clock(2, clock.clone());
+        let quota = KeyedBudget::with_clock(2, clock.clone());
         let user = |i: usize| format!("user{i}");
         // More users than the first pruning keeps, all within one minute: all are kept,
         // and each still has the quota it did not use.
         for i in 0..1500 {
             quota.take(&user(i)).unwrap();
         }
-        assert_eq!(quota.budget.states(), 1500);
+        assert_eq!(quota.states(), 1500);
         quota.take(&user(7)).unwrap();
         assert!(quota.take(&user(7)).is_err(), "user7 used both");
 
@@ -189,7 +183,7 @@ mod tests {
         for i in 1500..2100 {
             quota.take(&user(i)).unwrap();
         }
-        let states = quota.budget.states();
+        let states = quota.states();
         assert!(states < 1000, "{states} states kept");
         // Whole again after the minute, as a kept state would be.
         quota.take(&user(7)).unwrap();

@@ -87,6 +87,17 @@ struct Lifecycle {
     period: Duration,
 }
 
+impl Lifecycle {
+    /// No rules yet; once one is set, they are applied every `period`.
+    fn every(period: Duration) -> Self {
+        Self {
+            rules: Mutex::new(BTreeMap::new()),
+            started: std::sync::Once::new(),
+            period,
+        }
+    }
+}
+
 struct Inner {
     root: PathBuf,
     /// New objects carry their type in an extended attribute (else in a sidecar).
@@ -810,11 +821,7 @@ impl FolderBlobs {
         .map_err(io::Error::other)??;
         Ok(Self {
             inner: Arc::new(inner),
-            lifecycle: Arc::new(Lifecycle {
-                rules: Mutex::new(BTreeMap::new()),
-                started: std::sync::Once::new(),
-                period: LIFECYCLE_PERIOD,
-            }),
+            lifecycle: Arc::new(Lifecycle::every(LIFECYCLE_PERIOD)),
         })
     }
 
@@ -1507,11 +1514,7 @@ mod tests {
     async fn expiry_rules_are_applied_again_every_period() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = open(dir.path(), false).await;
-        b.lifecycle = Arc::new(Lifecycle {
-            rules: Mutex::new(BTreeMap::new()),
-            started: std::sync::Once::new(),
-            period: Duration::from_millis(20),
-        });
+        b.lifecycle = Arc::new(Lifecycle::every(Duration::from_millis(20)));
         b.ensure_bucket("bkt").await.unwrap();
         b.expire_objects("bkt", 2).await.unwrap();
         b.put("bkt", "later/old", bytes_body("x"), None)

@@ -8,7 +8,8 @@
 //! power loss may still take the last commits), and a failed commit fails everyone in it.
 //! Many concurrent writes cost one commit (group commit), and no write waits on an async
 //! lock or a pool. A write whose caller stopped waiting (its future dropped) before the
-//! thread came to it is skipped, as a cancelled future's work should be. A closure holds up every write behind it, so it does nothing but SQL.
+//! thread came to it is skipped, as a cancelled future's work should be. A closure holds
+//! up every write behind it, so it does nothing but SQL.
 //!
 //! **Reads** run on the caller's thread, on a connection from a small free list, as SQLite
 //! in WAL mode lets them read a snapshot beside the writer: a point read costs
