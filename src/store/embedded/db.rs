@@ -198,10 +198,21 @@ impl From<rusqlite::Error> for OpenFailure {
     }
 }
 
+/// How a commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=NORMAL`: a commit is in the OS's hands when its callers hear of it,
+    /// and a power loss may take the last ones (never a commit's half). The ports' files.
+    Normal,
+    /// `synchronous=FULL`: the WAL is synced before the commit's callers hear of it. The
+    /// blob folder's intent log, which stands in for the objects' own syncs.
+    Full,
+}
+
 /// The writer's connection, in WAL mode. Two processes opening a new file at once (an API
 /// and a worker on a fresh data folder) can find it locked while the other one switches it
 /// to WAL: SQLite answers that at once, not after the busy timeout, so the opener retries.
-fn open_writer(path: &Path) -> Result<Connection, OpenFailure> {
+fn open_writer(path: &Path, durability: Durability) -> Result<Connection, OpenFailure> {
     let conn = connect(path)?;
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
@@ -215,7 +226,11 @@ fn open_writer(path: &Path) -> Result<Connection, OpenFailure> {
             locked: true,
         });
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let synchronous = match durability {
+        Durability::Normal => "NORMAL",
+        Durability::Full => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
     // No schema declares one yet, but a declared constraint is one to keep.
     conn.pragma_update(None, "foreign_keys", true)?;
     Ok(conn)
@@ -239,12 +254,13 @@ impl Db {
     /// Opens (creating if missing) the file at `path` and starts its writer thread.
     pub async fn open(path: &Path) -> Result<Self, DbError> {
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || Self::open_blocking(path))
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, Durability::Normal))
             .await
             .map_err(|e| DbError::unavailable(format!("opening the database: {e}")))?
     }
 
-    fn open_blocking(path: PathBuf) -> Result<Self, DbError> {
+    /// [`Db::open`] on this thread, with commits as durable as asked.
+    pub fn open_blocking(path: PathBuf, durability: Durability) -> Result<Self, DbError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| DbError::unavailable(format!("{}: {e}", parent.display())))?;
@@ -252,7 +268,7 @@ impl Db {
         // Retried while the file is locked, for no longer than one busy timeout in all (a
         // lock that outlasted a statement's own wait is not an opener's switch to WAL).
         let started = Instant::now();
-        let conn = (|| open_writer(&path))
+        let conn = (|| open_writer(&path, durability))
             .retry(opening_backoff())
             .sleep(std::thread::sleep)
             .when(|f| f.locked && started.elapsed() < BUSY_TIMEOUT)
@@ -262,7 +278,7 @@ impl Db {
         let commits = Arc::new(AtomicU64::new(0));
         let counter = commits.clone();
         std::thread::Builder::new()
-            .name("sqlite-writer".into())
+            .name(writer_name(&path))
             .spawn(move || write_loop(&conn, &queue, &counter))
             .map_err(|e| DbError::unavailable(format!("starting the writer thread: {e}")))?;
         Ok(Self {
@@ -282,20 +298,41 @@ impl Db {
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
     {
+        let answer = self.send(work)?;
+        answer.await.unwrap_or_else(|_| Err(E::from(unanswered())))
+    }
+
+    /// [`Db::write`] from a thread that may block (the blocking pool, a thread of its
+    /// own; never a runtime's worker).
+    pub fn write_blocking<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let answer = self.send(work)?;
+        answer
+            .blocking_recv()
+            .unwrap_or_else(|_| Err(E::from(unanswered())))
+    }
+
+    /// Hands `work` to the writer thread; the receiver gets its answer.
+    fn send<T, E, F>(&self, work: F) -> Result<oneshot::Receiver<Result<T, E>>, E>
+    where
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let op = Box::new(Pending {
             work: Some(work),
             outcome: None,
             reply,
         });
-        if self.writer.send(op).is_err() {
-            return Err(E::from(DbError::unavailable("the writer thread stopped")));
+        match self.writer.send(op) {
+            Ok(()) => Ok(answer),
+            Err(_) => Err(E::from(DbError::unavailable("the writer thread stopped"))),
         }
-        answer.await.unwrap_or_else(|_| {
-            Err(E::from(DbError::unavailable(
-                "the writer thread stopped before answering",
-            )))
-        })
     }
 
     /// Runs `work` on a reader connection, on this thread: a snapshot of the last commit.
@@ -357,6 +394,20 @@ impl Db {
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::SeqCst)
     }
+}
+
+/// The writer thread's name, after its file (`db-tables` for `tables.db`): profiles and
+/// `top -H` tell the files apart (Linux shows the first 15 bytes).
+fn writer_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("sqlite");
+    format!("db-{stem}")
+}
+
+fn unanswered() -> DbError {
+    DbError::unavailable("the writer thread stopped before answering")
 }
 
 /// The writer thread: until the `Db` is dropped, takes what is waiting and commits it.
