@@ -1,12 +1,16 @@
 //! The Blobs port on a local folder: `<root>/<bucket>/<key>`.
 //!
-//! An object is written to a temporary file under `<root>/.tmp` (same filesystem), synced,
-//! then renamed into place, and its folder is synced after the rename: a reader or a crash
-//! sees the whole object or none of it, and a put that returned is on disk. A crash
-//! mid-put leaves its temporary file, which the next [`FolderBlobs::open`] removes once it
-//! is an hour old. A set of objects ([`Blobs::put_many`]) is written and synced file by
-//! file, side by side, then renamed into place, and each folder it went to is synced once:
-//! a folder of four files costs one folder sync, not four.
+//! An object is written to a temporary file under `<root>/.tmp` (same filesystem), then
+//! renamed into place: a reader or a crash sees the whole object or none of it, and a put
+//! that returned is on disk. A small object (up to 64 KiB) is made durable by a record in
+//! the folder's intent log, in the same transaction as its rename ([`intents`]: one
+//! shared SQLite commit instead of syncing its file and folder; a crash of the machine
+//! before the next flush is undone by a replay). A larger one is synced before its rename,
+//! and its folder after it. A crash mid-put leaves its temporary file, which the next
+//! [`FolderBlobs::open`] removes once it is an hour old. A set of objects
+//! ([`Blobs::put_many`]) is logged in one commit; without the log, it is written and synced
+//! file by file, side by side, then renamed into place, and each folder it went to is
+//! synced once: a folder of four files costs one folder sync, not four.
 //!
 //! The content type is an extended attribute (`user.k8or.content_type`) of the data file
 //! itself, set on the temporary file before the rename, so data and type appear together
@@ -100,6 +104,9 @@ impl Lifecycle {
 
 struct Inner {
     root: PathBuf,
+    /// Where small objects are made durable instead of syncing their files (see
+    /// [`intents`]); `None` where there is no boot id or types live in sidecars.
+    log: Option<IntentLog>,
     /// New objects carry their type in an extended attribute (else in a sidecar).
     write_xattrs: bool,
     /// The filesystem has user extended attributes, so reads look there first.
@@ -164,7 +171,10 @@ fn decode_type(value: Vec<u8>) -> Result<Option<String>, BlobError> {
         .map_err(|_| BlobError::Backend("a content type that is not UTF-8".to_owned()))
 }
 
+mod intents;
 mod xattr;
+
+use intents::IntentLog;
 
 /// A file that is deleted when dropped unless it was renamed into place: a failed or
 /// cancelled write leaves nothing behind.
@@ -287,6 +297,21 @@ fn rename_into(from: &Path, dest: &Path, dirs: &mut Vec<PathBuf>) -> io::Result<
     Ok(())
 }
 
+/// Syncs the files at `paths` that exist, then their folders: after a failed commit of
+/// the intent log, whose transaction may have renamed them into place unsynced, so that
+/// none is left torn by a crash of the machine, as no unlogged put leaves one. Best
+/// effort: a file gone meanwhile has nothing to sync.
+fn settle(paths: impl IntoIterator<Item = PathBuf>) {
+    let mut dirs = Vec::new();
+    for path in paths {
+        if let Ok(file) = File::open(&path) {
+            let _ = file.sync_all();
+        }
+        dirs.extend(path.parent().map(Path::to_owned));
+    }
+    sync_dirs(&dirs);
+}
+
 /// Syncs each of `dirs` once, in order.
 fn sync_dirs(dirs: &[PathBuf]) {
     for (i, dir) in dirs.iter().enumerate() {
@@ -395,6 +420,87 @@ impl Inner {
         Ok(())
     }
 
+    /// Renames a synced temporary file into place as the object `bucket/key`, then syncs
+    /// its folder (and any made for it). With the intent log, the rename is in the log's
+    /// transaction that removes the object's record: the record's older bytes must not
+    /// come back in a replay.
+    fn install_object(
+        &self,
+        temp: TempFile,
+        dest: &Path,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), BlobError> {
+        let Some(log) = &self.log else {
+            return self.install(temp, dest);
+        };
+        let (path, bucket, key) = (dest.to_owned(), bucket.to_owned(), key.to_owned());
+        let committed = log.commit(move |conn| {
+            let mut temp = temp;
+            let mut dirs = Vec::new();
+            rename_into(&temp.path, &path, &mut dirs).map_err(io_error)?;
+            temp.kept = true;
+            intents::forget(conn, &bucket, &key)?;
+            Ok(dirs)
+        });
+        match committed {
+            Ok(dirs) => {
+                sync_dirs(&dirs);
+                Ok(())
+            }
+            Err(e) => {
+                settle([dest.to_owned()]);
+                Err(e)
+            }
+        }
+    }
+
+    /// The intent log, if these objects may be logged (each small, with a short type).
+    fn log_for(&self, objects: &[SmallObject]) -> Option<&IntentLog> {
+        self.log.as_ref().filter(|_| {
+            objects.iter().all(|o| {
+                o.body.len() <= intents::LOGGED_MAX
+                    && o.content_type.as_ref().map_or(0, String::len) <= intents::LOGGED_TYPE_MAX
+            })
+        })
+    }
+
+    /// Puts small objects through the intent log: each written to a temporary file and
+    /// typed, unsynced, then all renamed into place and recorded in one commit of the log.
+    fn put_logged(
+        &self,
+        log: &IntentLog,
+        bucket: &str,
+        objects: Vec<SmallObject>,
+    ) -> Result<(), BlobError> {
+        let root = self.bucket_dir(bucket)?;
+        let keys: Vec<String> = objects.iter().map(|o| o.key.clone()).collect();
+        let mut written = Vec::with_capacity(objects.len());
+        for object in objects {
+            let (temp, mut file) = self.create_temp().map_err(io_error)?;
+            file.write_all(&object.body).map_err(io_error)?;
+            xattr::set(&file, encode_type(object.content_type.as_deref())).map_err(io_error)?;
+            written.push((object, temp));
+        }
+        let (bucket_name, dir) = (bucket.to_owned(), root.clone());
+        let committed = log.commit(move |conn| {
+            for (object, mut temp) in written {
+                rename_into(&temp.path, &dir.join(&object.key), &mut Vec::new())
+                    .map_err(io_error)?;
+                temp.kept = true;
+                let content_type = object.content_type.as_deref();
+                intents::record(conn, &bucket_name, &object.key, content_type, &object.body)?;
+            }
+            Ok(())
+        });
+        if let Err(e) = committed {
+            settle(keys.iter().map(|key| root.join(key)));
+            return Err(e);
+        }
+        keys.iter()
+            .try_for_each(|key| self.drop_stale_sidecar(bucket, key))
+    }
+
     /// Writes or removes the sidecar of an object.
     fn write_sidecar(
         &self,
@@ -424,7 +530,7 @@ impl Inner {
         content_type: Option<&str>,
     ) -> Result<(), BlobError> {
         let sidecar = self.seal(file, bucket, key, content_type)?;
-        self.install(temp, dest)?;
+        self.install_object(temp, dest, bucket, key)?;
         if !sidecar {
             self.drop_stale_sidecar(bucket, key)?;
         }
@@ -567,11 +673,24 @@ impl Inner {
         chunks: &[Bytes],
         content_type: Option<&str>,
     ) -> Result<u64, BlobError> {
+        let size = chunks.iter().map(|c| c.len() as u64).sum();
+        let object = || SmallObject {
+            key: key.to_owned(),
+            body: join(chunks),
+            content_type: content_type.map(str::to_owned),
+        };
+        if size <= intents::LOGGED_MAX as u64 {
+            let objects = vec![object()];
+            if let Some(log) = self.log_for(&objects) {
+                self.put_logged(log, bucket, objects)?;
+                return Ok(size);
+            }
+        }
         let dest = self.data_path(bucket, key)?;
         let (temp, mut file) = self.create_temp().map_err(io_error)?;
         write_chunks(&mut file, chunks).map_err(io_error)?;
         self.finish(temp, file, &dest, bucket, key, content_type)?;
-        Ok(chunks.iter().map(|c| c.len() as u64).sum())
+        Ok(size)
     }
 
     fn start_upload(&self, bucket: &str, key: &str, chunks: &[Bytes]) -> Result<Upload, BlobError> {
@@ -662,7 +781,8 @@ impl Inner {
             };
         drop(file);
         if typed_inline {
-            match place(&src, &dst) {
+            let names = [src_bucket, src_key, dst_bucket, dst_key];
+            match self.move_file(&src, &dst, names) {
                 Ok(()) => {
                     if let Some(parent) = src.parent() {
                         prune(parent.to_owned(), &self.root.join(src_bucket));
@@ -717,10 +837,45 @@ impl Inner {
         Ok(expired)
     }
 
+    /// Renames an object's file, and syncs its new folder (and any made for it), or with
+    /// the intent log carries the object's record to its new name, if it has one (then the
+    /// record stands for the name, and no folder is synced).
+    fn move_file(&self, src: &Path, dst: &Path, names: [&str; 4]) -> io::Result<()> {
+        let Some(log) = &self.log else {
+            return place(src, dst);
+        };
+        let (src, path) = (src.to_owned(), dst.to_owned());
+        let names = names.map(str::to_owned);
+        let moved = log.commit(move |conn| {
+            let mut dirs = Vec::new();
+            if let Err(e) = rename_into(&src, &path, &mut dirs) {
+                return Ok(Err(e));
+            }
+            let carried = intents::carry(conn, names.each_ref().map(String::as_str))?;
+            Ok(Ok(if carried { Vec::new() } else { dirs }))
+        });
+        let moved = moved.inspect_err(|_| settle([dst.to_owned()]));
+        let dirs = moved.map_err(io::Error::other)??;
+        sync_dirs(&dirs);
+        Ok(())
+    }
+
     fn delete(&self, bucket: &str, key: &str) -> Result<(), BlobError> {
         let bucket_dir = self.bucket_dir(bucket)?;
         let data = bucket_dir.join(key);
-        remove_if_present(&data)?;
+        match &self.log {
+            // With its record, in one commit: a replay must not bring the object back.
+            Some(log) => {
+                let (bucket, key, data) = (bucket.to_owned(), key.to_owned(), data.clone());
+                log.commit(move |conn| {
+                    intents::forget(conn, &bucket, &key)?;
+                    remove_if_present(&data).map(drop)
+                })?;
+            }
+            None => {
+                remove_if_present(&data)?;
+            }
+        }
         if let Some(parent) = data.parent() {
             prune(parent.to_owned(), &bucket_dir);
         }
@@ -734,6 +889,14 @@ impl Upload {
         write_chunks(&mut self.file, chunks).map_err(io_error)?;
         self.size += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
         Ok(())
+    }
+}
+
+/// The chunks as one buffer (no copy for one chunk).
+fn join(chunks: &[Bytes]) -> Bytes {
+    match chunks {
+        [one] => one.clone(),
+        _ => chunks.concat().into(),
     }
 }
 
@@ -761,13 +924,21 @@ impl FolderBlobs {
     /// Uses `root` as the store, creating it if missing. Content types go in extended
     /// attributes where the filesystem has them, else in sidecar files.
     pub async fn open(root: &Path) -> io::Result<Self> {
-        Self::open_as(root, false).await
+        let log = intents::boot_id().map(|boot| (boot, intents::FLUSH_DELAY));
+        Self::open_as(root, false, log).await
+    }
+
+    /// As [`open`](Self::open), as if in boot `boot`, flushing the intent log `flush_delay`
+    /// after a write: a test's restart of the machine.
+    #[cfg(test)]
+    async fn open_in_boot(root: &Path, boot: &str, flush_delay: Duration) -> io::Result<Self> {
+        Self::open_as(root, false, Some((boot.to_owned(), flush_delay))).await
     }
 
     /// As [`open`](Self::open), but always writes content types to sidecar files (the
     /// layout of filesystems without extended attributes).
     pub async fn open_with_sidecars(root: &Path) -> io::Result<Self> {
-        Self::open_as(root, true).await
+        Self::open_as(root, true, None).await
     }
 
     /// Runs an operation on two objects (`[src_bucket, src_key, dst_bucket, dst_key]`),
@@ -789,7 +960,13 @@ impl FolderBlobs {
         self.inner.write_xattrs
     }
 
-    async fn open_as(root: &Path, sidecars: bool) -> io::Result<Self> {
+    /// Opens the folder; with `log` (this boot's id, and the flush delay), and types in
+    /// attributes, small objects go through the intent log.
+    async fn open_as(
+        root: &Path,
+        sidecars: bool,
+        log: Option<(String, Duration)>,
+    ) -> io::Result<Self> {
         let root = root.to_owned();
         let inner = tokio::task::spawn_blocking(move || {
             let tmp = root.join(".tmp");
@@ -804,6 +981,7 @@ impl FolderBlobs {
             }
             let mut inner = Inner {
                 root,
+                log: None,
                 write_xattrs: false,
                 read_xattrs: false,
                 clear_sidecars: false,
@@ -814,6 +992,18 @@ impl FolderBlobs {
             inner.clear_sidecars = inner.write_xattrs && inner.root.join(".meta").exists();
             if !inner.write_xattrs {
                 fs::create_dir_all(inner.root.join(".meta"))?;
+            }
+            if let (true, Some((boot, flush_delay))) = (inner.write_xattrs, log) {
+                // Replayed objects are put as unlogged ones are: each file and folder synced.
+                let replay = |r: intents::Record| {
+                    let body = [r.body];
+                    inner
+                        .put_whole(&r.bucket, &r.key, &body, r.content_type.as_deref())
+                        .map(drop)
+                };
+                let log = IntentLog::open(&inner.root, &boot, flush_delay, replay)
+                    .map_err(io::Error::other)?;
+                inner.log = Some(log);
             }
             Ok::<_, io::Error>(inner)
         })
@@ -965,6 +1155,14 @@ impl Blobs for FolderBlobs {
     /// folder once.
     async fn put_many(&self, bucket: &str, objects: Vec<SmallObject>) -> Result<(), BlobError> {
         check_objects(&objects)?;
+        if self.inner.log_for(&objects).is_some() {
+            let (inner, bucket) = (self.inner.clone(), bucket.to_owned());
+            return blocking(move || {
+                let log = inner.log_for(&objects).expect("checked above");
+                inner.put_logged(log, &bucket, objects)
+            })
+            .await;
+        }
         let writes = objects.into_iter().map(|object| {
             let (inner, bucket) = (self.inner.clone(), bucket.to_owned());
             blocking(move || {
@@ -1548,5 +1746,145 @@ mod tests {
             lifecycle.upgrade().is_none(),
             "the task holds the store weakly"
         );
+    }
+
+    /// Records the intent log of `b` holds.
+    fn records(b: &FolderBlobs) -> usize {
+        b.inner.log.as_ref().expect("a logged folder").records()
+    }
+
+    /// A folder whose log is never flushed while the test runs, as if in boot `boot`.
+    async fn unflushed(root: &Path, boot: &str) -> FolderBlobs {
+        FolderBlobs::open_in_boot(root, boot, Duration::from_secs(3600))
+            .await
+            .unwrap()
+    }
+
+    /// The machine stops: the store goes without its final flush, and every file that
+    /// only the page cache held is lost (emptied or gone, as ext4 may leave them).
+    fn power_loss(b: FolderBlobs, root: &Path, lost: &[&str], emptied: &[&str]) {
+        std::mem::forget(b);
+        for key in lost {
+            fs::remove_file(root.join("bkt").join(key)).unwrap();
+        }
+        for key in emptied {
+            File::create(root.join("bkt").join(key)).unwrap();
+        }
+    }
+
+    /// A restart of the machine writes back each logged object as it last was (bytes and
+    /// type), and only those: a deleted object stays deleted, a moved one comes back at its
+    /// new name only, and an object overwritten by a synced put or a copy keeps that.
+    #[tokio::test]
+    async fn a_restart_of_the_machine_replays_the_intent_log() {
+        let dir = tempfile::tempdir().unwrap();
+        if !fs_has_xattrs(dir.path()) {
+            return; // no attributes, no log
+        }
+        let b = unflushed(dir.path(), "boot-a").await;
+        b.ensure_bucket("bkt").await.unwrap();
+        let put = |key: &'static str, body: &'static str| {
+            b.put("bkt", key, bytes_body(body), Some("text/yaml"))
+        };
+        put("a/one.yaml", "one").await.unwrap();
+        let set = vec![
+            object("k/v0/a.yaml", "a", "application/yaml"),
+            object("k/v0/b.yaml", "b", "application/yaml"),
+        ];
+        b.put_many("bkt", set).await.unwrap();
+        put("over", "first").await.unwrap();
+        put("over", "second").await.unwrap();
+        put("gone", "deleted").await.unwrap();
+        b.delete("bkt", "gone").await.unwrap();
+        put("from", "moved").await.unwrap();
+        b.rename("bkt", "from", "bkt", "to/here").await.unwrap();
+        put("large", "small at first").await.unwrap();
+        let large = vec![7u8; intents::LOGGED_MAX + 1];
+        b.put("bkt", "large", bytes_body(large.clone()), None)
+            .await
+            .unwrap();
+        put("copied", "small at first").await.unwrap();
+        b.copy("bkt", "over", "bkt", "copied").await.unwrap();
+        assert_eq!(records(&b), 5, "one.yaml, a, b, over, to/here");
+        assert_eq!(temp_leftovers(dir.path()), 0);
+
+        let root = dir.path();
+        power_loss(
+            b,
+            root,
+            &["k/v0/a.yaml", "to/here"],
+            &["a/one.yaml", "over"],
+        );
+        let b = unflushed(root, "boot-b").await;
+        for (key, body) in [
+            ("a/one.yaml", "one"),
+            ("k/v0/a.yaml", "a"),
+            ("k/v0/b.yaml", "b"),
+            ("over", "second"),
+            ("to/here", "moved"),
+            ("copied", "second"),
+        ] {
+            assert_eq!(
+                read_all(&b, "bkt", key).await.unwrap(),
+                body.as_bytes(),
+                "{key}"
+            );
+        }
+        assert_eq!(ct(&b, "a/one.yaml").await.as_deref(), Some("text/yaml"));
+        assert_eq!(
+            ct(&b, "k/v0/b.yaml").await.as_deref(),
+            Some("application/yaml")
+        );
+        assert_eq!(read_all(&b, "bkt", "large").await.unwrap(), large);
+        for gone in ["gone", "from"] {
+            assert_eq!(b.head("bkt", gone).await.unwrap(), None, "{gone}");
+        }
+        assert_eq!(records(&b), 0, "a replayed log is emptied");
+    }
+
+    /// A flush empties the log once the files are synced; a process of the same boot
+    /// opening the folder replays nothing (the page cache kept what it wrote).
+    #[tokio::test]
+    async fn a_flush_empties_the_log_and_the_same_boot_replays_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        if !fs_has_xattrs(dir.path()) {
+            return;
+        }
+        let root = dir.path();
+        let b = unflushed(root, "boot-a").await;
+        b.ensure_bucket("bkt").await.unwrap();
+        b.put("bkt", "kept", bytes_body("logged"), None)
+            .await
+            .unwrap();
+        assert_eq!(records(&b), 1);
+        // The same boot: an unflushed record is not replayed over a newer file...
+        std::mem::forget(b);
+        fs::write(root.join("bkt/kept"), "changed by hand").unwrap();
+        let b = FolderBlobs::open_in_boot(root, "boot-a", Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            read_all(&b, "bkt", "kept").await.unwrap(),
+            b"changed by hand"
+        );
+        // ...and the opener flushes it, as its own.
+        let waited = std::time::Instant::now();
+        while records(&b) > 0 {
+            assert!(waited.elapsed() < Duration::from_secs(10), "never flushed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        b.put("bkt", "later", bytes_body("x"), None).await.unwrap();
+        drop(b);
+        // Dropping the store flushes what is left before its thread ends.
+        let waited = std::time::Instant::now();
+        loop {
+            let b = unflushed(root, "boot-a").await;
+            if records(&b) == 0 {
+                break;
+            }
+            assert!(waited.elapsed() < Duration::from_secs(10), "no final flush");
+            std::mem::forget(b);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }
