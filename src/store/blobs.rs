@@ -118,8 +118,9 @@ pub trait Blobs: Send + Sync + 'static {
     /// at all, as its own `put` would make it, but the set is not atomic: an error or a
     /// crash midway may leave some of them in place, and putting the set again is safe.
     ///
-    /// This default puts them side by side, as S3 must. The folder overrides it with one
-    /// task that syncs each folder once for the whole set, not once per object.
+    /// This default puts them side by side, as S3 must. The folder overrides it: one commit
+    /// of its intent log for the whole set, or without the log, each folder synced once for
+    /// the whole set, not once per object.
     async fn put_many(&self, bucket: &str, objects: Vec<SmallObject>) -> Result<(), BlobError> {
         check_objects(&objects)?;
         let puts = objects.into_iter().map(|o| async move {
