@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::config::TableNames;
 use crate::job::JobRecord;
-use crate::store::tables::{from_item, to_item};
+use crate::store::tables::{from_json, to_item, to_json};
 use crate::store::{Condition, Key, QueryOptions, TableError, Tables, TransactPut};
 
 /// Partitions of the unqueued marks; a sweep queries each.
@@ -163,9 +163,9 @@ impl Jobs {
     pub async fn get(&self, job_id: Uuid) -> Result<Option<JobRecord>, JobsError> {
         let item = self
             .tables
-            .get(&self.jobs_table, &Key::partition(job_id.to_string()))
+            .get_json(&self.jobs_table, &Key::partition(job_id.to_string()))
             .await?;
-        Ok(item.map(from_item).transpose()?)
+        Ok(item.map(|item| from_json(&item)).transpose()?)
     }
 
     /// A user's jobs, newest first; `cursor` is the `next` of the previous page.
@@ -254,7 +254,7 @@ impl Jobs {
             let condition = Condition::eq("revision", seen);
             match self
                 .tables
-                .put(&self.jobs_table, to_item(&job)?, Some(condition))
+                .put_json(&self.jobs_table, to_json(&job)?, Some(condition))
                 .await
             {
                 Ok(()) => return Ok(job),

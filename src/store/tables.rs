@@ -278,6 +278,28 @@ pub trait Tables: Send + Sync + 'static {
 
     /// All the puts or none (DynamoDB TransactWriteItems, at most 100 writes).
     async fn transact_put(&self, puts: Vec<TransactPut>) -> Result<(), TableError>;
+
+    /// [`Tables::get`] with the item as JSON text (an object). An adapter that stores items
+    /// as JSON text answers with the text as stored, so that a caller reading a typed value
+    /// parses it once, not into an [`Item`] and then again out of it.
+    async fn get_json(&self, table: &str, key: &Key) -> Result<Option<String>, TableError> {
+        self.get(table, key)
+            .await?
+            .map(|item| to_json(&item))
+            .transpose()
+    }
+
+    /// [`Tables::put`] of an item given as JSON text (an object; `InvalidItem` if it is
+    /// not one). An adapter that stores items as JSON text stores this text, so that a
+    /// typed value is serialized once, not into an [`Item`] and then again out of it.
+    async fn put_json(
+        &self,
+        table: &str,
+        item: String,
+        condition: Option<Condition>,
+    ) -> Result<(), TableError> {
+        self.put(table, item_from_json(&item)?, condition).await
+    }
 }
 
 /// Serializes a typed value into an item.
@@ -296,12 +318,34 @@ pub fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, TableError> {
     serde_json::from_value(Value::Object(item)).map_err(|e| TableError::Decode(e.to_string()))
 }
 
+/// Serializes a typed value (or an [`Item`]) into an item's JSON text, for
+/// [`Tables::put_json`]; whether it is an object is the put's to check.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, TableError> {
+    serde_json::to_string(value).map_err(|e| TableError::InvalidItem(e.to_string()))
+}
+
+/// Reads a typed value from an item's JSON text, as [`Tables::get_json`] gives it.
+pub fn from_json<T: DeserializeOwned>(item: &str) -> Result<T, TableError> {
+    serde_json::from_str(item).map_err(|e| TableError::Decode(e.to_string()))
+}
+
+/// The item an item's JSON text holds; `InvalidItem` if the text is not a JSON object.
+pub fn item_from_json(item: &str) -> Result<Item, TableError> {
+    match serde_json::from_str(item) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(TableError::InvalidItem(format!(
+            "an item must be an object, got {other}"
+        ))),
+        Err(e) => Err(TableError::InvalidItem(e.to_string())),
+    }
+}
+
 /// Typed helpers over any `Tables`.
 #[async_trait]
 pub trait TablesExt: Tables {
     /// Writes a typed item only if its key is free; `AlreadyExists` otherwise.
     async fn put_new<T: Serialize + Sync>(&self, table: &str, value: &T) -> Result<(), TableError> {
-        self.put(table, to_item(value)?, Some(Condition::NotExists))
+        self.put_json(table, to_json(value)?, Some(Condition::NotExists))
             .await
     }
 
@@ -323,7 +367,10 @@ pub trait TablesExt: Tables {
         table: &str,
         key: &Key,
     ) -> Result<Option<T>, TableError> {
-        self.get(table, key).await?.map(from_item).transpose()
+        self.get_json(table, key)
+            .await?
+            .map(|item| from_json(&item))
+            .transpose()
     }
 }
 

@@ -33,6 +33,8 @@ macro_rules! tables_conformance {
                 tables_missing_table_is_not_found,
                 tables_key_attributes_must_be_strings,
                 tables_keys_over_dynamodb_limits_are_refused,
+                tables_json_items_are_the_same_items,
+                tables_json_put_refuses_what_is_not_an_item,
             ]
         );
     };
@@ -622,4 +624,123 @@ pub async fn tables_keys_over_dynamodb_limits_are_refused(t: Arc<dyn Tables>) {
             .map(drop),
         "query",
     );
+}
+
+/// `put_json`/`get_json` are `put`/`get` with the item as JSON text: an item written one
+/// way reads back the same the other way, conditions hold alike, and a typed value
+/// round-trips through `put_new`/`get_as` (which use them).
+pub async fn tables_json_items_are_the_same_items(t: Arc<dyn Tables>) {
+    let name = fresh(&*t, "id", Some("sk")).await;
+    let stored = json!({
+        "id": "a",
+        "sk": "1",
+        "n": 42,
+        "big": 18_446_744_073_709_551_615_u64,
+        "f": -1.5,
+        "none": null,
+        "text": "é \"quoted\" \u{1F600}",
+        "list": [1, "two", {"three": 3}],
+    });
+    t.put_json(&name, stored.to_string(), Some(Condition::NotExists))
+        .await
+        .expect("put_json");
+    let key = Key::with_sort("a", "1");
+    assert_eq!(
+        t.get(&name, &key).await.expect("get"),
+        Some(item(stored.clone()))
+    );
+    let text = t
+        .get_json(&name, &key)
+        .await
+        .expect("get_json")
+        .expect("found");
+    assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON"), stored);
+    assert_eq!(
+        t.get_json(&name, &Key::with_sort("a", "2"))
+            .await
+            .expect("get_json"),
+        None
+    );
+
+    // Conditions read the item whichever way it was written.
+    let r = t
+        .put_json(
+            &name,
+            json!({"id": "a", "sk": "1"}).to_string(),
+            Some(Condition::NotExists),
+        )
+        .await;
+    assert!(matches!(r, Err(TableError::AlreadyExists)), "{r:?}");
+    condition_failed(
+        t.put_json(
+            &name,
+            json!({"id": "a", "sk": "1", "n": 0}).to_string(),
+            Some(Condition::lt("n", 42)),
+        )
+        .await,
+    );
+    t.put_json(
+        &name,
+        json!({"id": "a", "sk": "1", "n": 43}).to_string(),
+        Some(Condition::eq("n", 42)),
+    )
+    .await
+    .expect("a holding condition");
+    let by_put = item(json!({"id": "b", "sk": "1", "n": 1}));
+    t.put(&name, by_put.clone(), None).await.expect("put");
+    let text = t
+        .get_json(&name, &Key::with_sort("b", "1"))
+        .await
+        .expect("get_json")
+        .expect("found");
+    assert_eq!(serde_json::from_str::<Item>(&text).expect("JSON"), by_put);
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Typed {
+        id: String,
+        sk: String,
+        count: u64,
+        tags: Vec<String>,
+        note: Option<String>,
+    }
+    let typed = Typed {
+        id: "c".into(),
+        sk: "1".into(),
+        count: 7,
+        tags: vec!["x".into()],
+        note: None,
+    };
+    t.put_new(&name, &typed).await.expect("put_new");
+    let r = t.put_new(&name, &typed).await;
+    assert!(matches!(r, Err(TableError::AlreadyExists)), "{r:?}");
+    assert_eq!(
+        t.get_as::<Typed>(&name, &Key::with_sort("c", "1"))
+            .await
+            .expect("get_as"),
+        Some(typed)
+    );
+}
+
+/// Text that is not a JSON object, or an object without its string keys, is refused as
+/// `InvalidItem`, and nothing is written.
+pub async fn tables_json_put_refuses_what_is_not_an_item(t: Arc<dyn Tables>) {
+    let name = fresh(&*t, "id", Some("sk")).await;
+    for bad in [
+        "not json",
+        "[\"id\", \"sk\"]",
+        "\"a\"",
+        "{\"id\": \"a\", \"sk\": \"1\"} trailing",
+        "{\"id\": \"a\", \"sk\": \"1\"",
+        "{\"id\": 1, \"sk\": \"1\"}",
+        "{\"id\": \"a\"}",
+        "{\"id\": \"\", \"sk\": \"1\"}",
+    ] {
+        let r = t.put_json(&name, bad.to_owned(), None).await;
+        assert!(matches!(r, Err(TableError::InvalidItem(_))), "{bad}: {r:?}");
+    }
+    let page = t
+        .query(&name, "a", &QueryOptions::default())
+        .await
+        .expect("query");
+    assert!(page.items.is_empty(), "{:?}", page.items);
 }

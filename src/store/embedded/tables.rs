@@ -166,6 +166,12 @@ fn decode_attributes(
     doc: rusqlite::types::ValueRef<'_>,
     names: &[&str],
 ) -> Result<Item, TableError> {
+    pick_attributes(doc_text(doc)?, names).map_err(|e| unreadable(&e))
+}
+
+/// Of an item's JSON text, only the top-level attributes in `names`; an error if the text
+/// is not one JSON object.
+fn pick_attributes(text: &str, names: &[&str]) -> Result<Item, serde_json::Error> {
     use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
     struct Wanted<'n>(&'n [&'n str]);
@@ -198,11 +204,9 @@ fn decode_attributes(
         }
     }
 
-    let mut de = serde_json::Deserializer::from_str(doc_text(doc)?);
-    let item = Wanted(names)
-        .deserialize(&mut de)
-        .map_err(|e| unreadable(&e))?;
-    de.end().map_err(|e| unreadable(&e))?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let item = Wanted(names).deserialize(&mut de)?;
+    de.end()?;
     Ok(item)
 }
 
@@ -240,13 +244,13 @@ fn load(conn: &Connection, table: &str, pk: &str, sk: &str) -> Result<Option<Ite
 }
 
 /// The stored item's `doc`, decoded by `decode` (`None`: no item).
-fn load_with(
+fn load_with<T>(
     conn: &Connection,
     table: &str,
     pk: &str,
     sk: &str,
-    decode: impl FnOnce(rusqlite::types::ValueRef<'_>) -> Result<Item, TableError>,
-) -> Result<Option<Item>, TableError> {
+    decode: impl FnOnce(rusqlite::types::ValueRef<'_>) -> Result<T, TableError>,
+) -> Result<Option<T>, TableError> {
     let mut stmt = conn
         .prepare_cached("SELECT doc FROM items WHERE tbl = ? AND pk = ? AND sk = ?")
         .map_err(backend)?;
@@ -385,6 +389,27 @@ impl SqliteTables {
         })
     }
 
+    /// Writes an encoded item under its key if `condition` holds. The condition reads only
+    /// the attributes it names: the writer thread does the SQL and little else.
+    async fn put_doc(
+        &self,
+        table: &str,
+        (pk, sk): (String, String),
+        doc: String,
+        condition: Option<Condition>,
+    ) -> Result<(), TableError> {
+        let table = table.to_owned();
+        self.db
+            .write(move |conn| {
+                if let Some(condition) = &condition {
+                    let current = stored_for(conn, &table, &pk, &sk, condition)?;
+                    check(Some(condition), current.as_ref())?;
+                }
+                store_doc(conn, &table, &pk, &sk, &doc)
+            })
+            .await
+    }
+
     /// The table's key schema; `NotFound` if no one ensured it.
     fn spec(&self, table: &str) -> Result<TableSpec, TableError> {
         if let Some(s) = self.specs.read().expect("table specs lock").get(table) {
@@ -457,20 +482,37 @@ impl Tables for SqliteTables {
         condition: Option<Condition>,
     ) -> Result<(), TableError> {
         let spec = self.spec(table)?;
-        let (pk, sk) = item_key(&spec, &item)?;
-        let table = table.to_owned();
-        // The item is encoded here, not on the file's one writer thread, and the condition
-        // reads only the attributes it names: the writer does the SQL and little else.
-        let doc = encode(&item)?;
-        self.db
-            .write(move |conn| {
-                if let Some(condition) = &condition {
-                    let current = stored_for(conn, &table, &pk, &sk, condition)?;
-                    check(Some(condition), current.as_ref())?;
-                }
-                store_doc(conn, &table, &pk, &sk, &doc)
+        let key = item_key(&spec, &item)?;
+        // The item is encoded here, not on the file's one writer thread.
+        self.put_doc(table, key, encode(&item)?, condition).await
+    }
+
+    /// The stored text itself: no [`Item`] is built.
+    async fn get_json(&self, table: &str, key: &Key) -> Result<Option<String>, TableError> {
+        let spec = self.spec(table)?;
+        let (pk, sk) = lookup_key(&spec, key)?;
+        self.db.read(|conn| {
+            load_with(conn, table, &pk, &sk, |doc| {
+                doc_text(doc).map(str::to_owned)
             })
-            .await
+        })
+    }
+
+    /// The text is stored as given; of it, only the key attributes are read (and the
+    /// whole checked to be one JSON object).
+    async fn put_json(
+        &self,
+        table: &str,
+        item: String,
+        condition: Option<Condition>,
+    ) -> Result<(), TableError> {
+        let spec = self.spec(table)?;
+        let mut names = vec![spec.partition_key.as_str()];
+        names.extend(spec.sort_key.as_deref());
+        let keys = pick_attributes(&item, &names)
+            .map_err(|e| TableError::InvalidItem(format!("an item must be a JSON object: {e}")))?;
+        let key = item_key(&spec, &keys)?;
+        self.put_doc(table, key, item, condition).await
     }
 
     async fn get(&self, table: &str, key: &Key) -> Result<Option<Item>, TableError> {

@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use k8or::model::{EventType, ImageVersion};
 use k8or::pid::known;
-use k8or::store::tables::to_item;
+use k8or::store::tables::to_json;
 use k8or::store::{Condition, TableError};
 use k8or::time::Created;
 use k8or::{Context, JobEnvelope, JobRecord, Pid, Stage};
@@ -80,8 +80,13 @@ async fn put_unless_newer(
     item: Value,
     condition: Condition,
 ) -> Result<bool, StageError> {
-    let item = to_item(&item)?;
-    match ctx.stores.tables.put(table, item, Some(condition)).await {
+    let item = to_json(&item)?;
+    match ctx
+        .stores
+        .tables
+        .put_json(table, item, Some(condition))
+        .await
+    {
         Ok(()) => Ok(true),
         Err(TableError::ConditionFailed | TableError::AlreadyExists) => Ok(false),
         Err(e) => Err(e.into()),

@@ -9,7 +9,7 @@ pub mod render;
 use async_trait::async_trait;
 use k8or::model::{BaseKustomizeItem, EventType, ImageMetadata, KustomizeItem};
 use k8or::pid::known;
-use k8or::store::tables::to_item;
+use k8or::store::tables::to_json;
 use k8or::store::{Condition, Key, SmallObject, TableError, TablesExt};
 use k8or::time::Created;
 use k8or::{Context, JobEnvelope, JobRecord, Pid, Stage};
@@ -173,9 +173,9 @@ impl StageHandler for Kustomize {
         let written = match ctx
             .stores
             .tables
-            .put(
+            .put_json(
                 &settings.tables.k8or_kustomize,
-                to_item(&item)?,
+                to_json(&item)?,
                 Some(condition),
             )
             .await
