@@ -306,6 +306,9 @@ impl StoredImage {
 #[serde(rename_all = "camelCase")]
 pub struct JobRecord {
     pub job_id: Uuid,
+    /// Optimistic-concurrency version: every update checks and bumps it. Serialized next
+    /// to the key, so that a store checking it reads no further (the embedded tables).
+    pub revision: u64,
     pub username: String,
     #[serde(rename = "imageUID")]
     pub image_uid: String,
@@ -333,8 +336,6 @@ pub struct JobRecord {
     /// that check have it false, and publish as their own user.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub author_checked: bool,
-    /// Optimistic-concurrency version: every update checks and bumps it.
-    pub revision: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     #[serde(rename = "createdTimestampUTC")]

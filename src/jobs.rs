@@ -165,7 +165,7 @@ impl Jobs {
             .tables
             .get_json(&self.jobs_table, &Key::partition(job_id.to_string()))
             .await?;
-        Ok(item.map(|item| from_json(&item)).transpose()?)
+        Ok(item.map(|item| from_json(item.as_str())).transpose()?)
     }
 
     /// A user's jobs, newest first; `cursor` is the `next` of the previous page.

@@ -282,23 +282,24 @@ pub trait Tables: Send + Sync + 'static {
     /// [`Tables::get`] with the item as JSON text (an object). An adapter that stores items
     /// as JSON text answers with the text as stored, so that a caller reading a typed value
     /// parses it once, not into an [`Item`] and then again out of it.
-    async fn get_json(&self, table: &str, key: &Key) -> Result<Option<String>, TableError> {
+    async fn get_json(&self, table: &str, key: &Key) -> Result<Option<JsonItem>, TableError> {
         self.get(table, key)
             .await?
             .map(|item| to_json(&item))
             .transpose()
     }
 
-    /// [`Tables::put`] of an item given as JSON text (an object; `InvalidItem` if it is
-    /// not one). An adapter that stores items as JSON text stores this text, so that a
-    /// typed value is serialized once, not into an [`Item`] and then again out of it.
+    /// [`Tables::put`] of an item given as JSON text. An adapter that stores items as JSON
+    /// text stores this text, so that a typed value is serialized once, not into an
+    /// [`Item`] and then again out of it.
     async fn put_json(
         &self,
         table: &str,
-        item: String,
+        item: JsonItem,
         condition: Option<Condition>,
     ) -> Result<(), TableError> {
-        self.put(table, item_from_json(&item)?, condition).await
+        self.put(table, item_from_json(item.as_str())?, condition)
+            .await
     }
 }
 
@@ -318,10 +319,45 @@ pub fn from_item<T: DeserializeOwned>(item: Item) -> Result<T, TableError> {
     serde_json::from_value(Value::Object(item)).map_err(|e| TableError::Decode(e.to_string()))
 }
 
+/// An item as JSON text, known to be one well-formed JSON object: made by serializing a
+/// value ([`to_json`]) or by checking text from elsewhere ([`JsonItem::parse`]), so that
+/// an adapter storing it needs to read no more of it than its key attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonItem(String);
+
+impl JsonItem {
+    /// Checks that the whole of `text` is one JSON object; `InvalidItem` if not.
+    pub fn parse(text: String) -> Result<Self, TableError> {
+        item_from_json(&text)?;
+        Ok(Self(text))
+    }
+
+    /// Text this process wrote as an item (an adapter's stored document).
+    pub(crate) fn stored(text: String) -> Self {
+        Self(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// Serializes a typed value (or an [`Item`]) into an item's JSON text, for
-/// [`Tables::put_json`]; whether it is an object is the put's to check.
-pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, TableError> {
-    serde_json::to_string(value).map_err(|e| TableError::InvalidItem(e.to_string()))
+/// [`Tables::put_json`]; `InvalidItem` if the value is not a JSON object. serde_json writes
+/// well-formed JSON or fails, so an object is told by its first character.
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<JsonItem, TableError> {
+    let text = serde_json::to_string(value).map_err(|e| TableError::InvalidItem(e.to_string()))?;
+    if !text.starts_with('{') {
+        let start: String = text.chars().take(40).collect();
+        return Err(TableError::InvalidItem(format!(
+            "an item must be an object, got {start}"
+        )));
+    }
+    Ok(JsonItem(text))
 }
 
 /// Reads a typed value from an item's JSON text, as [`Tables::get_json`] gives it.
@@ -369,7 +405,7 @@ pub trait TablesExt: Tables {
     ) -> Result<Option<T>, TableError> {
         self.get_json(table, key)
             .await?
-            .map(|item| from_json(&item))
+            .map(|item| from_json(item.as_str()))
             .transpose()
     }
 }

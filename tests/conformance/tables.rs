@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use k8or::store::tables::{
-    Condition, Item, Key, QueryOptions, TableError, TableSpec, Tables, TablesExt, TransactPut,
-    MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES,
+    to_json, Condition, Item, JsonItem, Key, QueryOptions, TableError, TableSpec, Tables,
+    TablesExt, TransactPut, MAX_PARTITION_KEY_BYTES, MAX_SORT_KEY_BYTES,
 };
 use serde_json::{json, Value};
 
@@ -641,9 +641,13 @@ pub async fn tables_json_items_are_the_same_items(t: Arc<dyn Tables>) {
         "text": "é \"quoted\" \u{1F600}",
         "list": [1, "two", {"three": 3}],
     });
-    t.put_json(&name, stored.to_string(), Some(Condition::NotExists))
-        .await
-        .expect("put_json");
+    t.put_json(
+        &name,
+        to_json(&stored).expect("an object"),
+        Some(Condition::NotExists),
+    )
+    .await
+    .expect("put_json");
     let key = Key::with_sort("a", "1");
     assert_eq!(
         t.get(&name, &key).await.expect("get"),
@@ -654,7 +658,10 @@ pub async fn tables_json_items_are_the_same_items(t: Arc<dyn Tables>) {
         .await
         .expect("get_json")
         .expect("found");
-    assert_eq!(serde_json::from_str::<Value>(&text).expect("JSON"), stored);
+    assert_eq!(
+        serde_json::from_str::<Value>(text.as_str()).expect("JSON"),
+        stored
+    );
     assert_eq!(
         t.get_json(&name, &Key::with_sort("a", "2"))
             .await
@@ -666,7 +673,7 @@ pub async fn tables_json_items_are_the_same_items(t: Arc<dyn Tables>) {
     let r = t
         .put_json(
             &name,
-            json!({"id": "a", "sk": "1"}).to_string(),
+            to_json(&json!({"id": "a", "sk": "1"})).unwrap(),
             Some(Condition::NotExists),
         )
         .await;
@@ -674,14 +681,14 @@ pub async fn tables_json_items_are_the_same_items(t: Arc<dyn Tables>) {
     condition_failed(
         t.put_json(
             &name,
-            json!({"id": "a", "sk": "1", "n": 0}).to_string(),
+            to_json(&json!({"id": "a", "sk": "1", "n": 0})).unwrap(),
             Some(Condition::lt("n", 42)),
         )
         .await,
     );
     t.put_json(
         &name,
-        json!({"id": "a", "sk": "1", "n": 43}).to_string(),
+        to_json(&json!({"id": "a", "sk": "1", "n": 43})).unwrap(),
         Some(Condition::eq("n", 42)),
     )
     .await
@@ -693,7 +700,10 @@ pub async fn tables_json_items_are_the_same_items(t: Arc<dyn Tables>) {
         .await
         .expect("get_json")
         .expect("found");
-    assert_eq!(serde_json::from_str::<Item>(&text).expect("JSON"), by_put);
+    assert_eq!(
+        serde_json::from_str::<Item>(text.as_str()).expect("JSON"),
+        by_put
+    );
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Typed {
@@ -721,8 +731,8 @@ pub async fn tables_json_items_are_the_same_items(t: Arc<dyn Tables>) {
     );
 }
 
-/// Text that is not a JSON object, or an object without its string keys, is refused as
-/// `InvalidItem`, and nothing is written.
+/// Text that is not one JSON object is refused as `InvalidItem` before it reaches a put,
+/// and an object without its string keys by the put, which writes nothing.
 pub async fn tables_json_put_refuses_what_is_not_an_item(t: Arc<dyn Tables>) {
     let name = fresh(&*t, "id", Some("sk")).await;
     for bad in [
@@ -731,11 +741,22 @@ pub async fn tables_json_put_refuses_what_is_not_an_item(t: Arc<dyn Tables>) {
         "\"a\"",
         "{\"id\": \"a\", \"sk\": \"1\"} trailing",
         "{\"id\": \"a\", \"sk\": \"1\"",
-        "{\"id\": 1, \"sk\": \"1\"}",
-        "{\"id\": \"a\"}",
-        "{\"id\": \"\", \"sk\": \"1\"}",
     ] {
-        let r = t.put_json(&name, bad.to_owned(), None).await;
+        let r = JsonItem::parse(bad.to_owned());
+        assert!(matches!(r, Err(TableError::InvalidItem(_))), "{bad}: {r:?}");
+    }
+    for bad in [json!([1]), json!("a"), json!(null)] {
+        let r = to_json(&bad);
+        assert!(matches!(r, Err(TableError::InvalidItem(_))), "{bad}: {r:?}");
+    }
+    for bad in [
+        json!({"id": 1, "sk": "1"}),
+        json!({"id": "a"}),
+        json!({"sk": "1"}),
+        json!({"id": "", "sk": "1"}),
+    ] {
+        let item = JsonItem::parse(bad.to_string()).expect("an object");
+        let r = t.put_json(&name, item, None).await;
         assert!(matches!(r, Err(TableError::InvalidItem(_))), "{bad}: {r:?}");
     }
     let page = t

@@ -24,8 +24,8 @@ use serde_json::Value;
 
 use super::db::{Db, DbError, ErrorClass};
 use crate::store::tables::{
-    check_key_sizes, Condition, Item, Key, Page, QueryOptions, TableError, TableSpec, Tables,
-    TransactPut,
+    check_key_sizes, Condition, Item, JsonItem, Key, Page, QueryOptions, TableError, TableSpec,
+    Tables, TransactPut,
 };
 
 const SCHEMA: &[&str] = &[
@@ -160,8 +160,10 @@ fn decode(doc: rusqlite::types::ValueRef<'_>) -> Result<Item, TableError> {
     serde_json::from_str(doc_text(doc)?).map_err(|e| unreadable(&e))
 }
 
-/// Of the stored item, only the top-level attributes in `names` (what a condition reads):
-/// the rest of the document is scanned but not built, which is most of a job's item.
+/// Of the stored item, only the top-level attributes in `names` (what a condition reads).
+/// The document is read only as far as the last of them: the rest (most of a job's item,
+/// whose `revision` comes early) is neither built nor scanned. A stored document is one
+/// this adapter checked when it was written, so what is not read needs no check.
 fn decode_attributes(
     doc: rusqlite::types::ValueRef<'_>,
     names: &[&str],
@@ -169,12 +171,25 @@ fn decode_attributes(
     pick_attributes(doc_text(doc)?, names).map_err(|e| unreadable(&e))
 }
 
-/// Of an item's JSON text, only the top-level attributes in `names`; an error if the text
-/// is not one JSON object.
+/// Of an item's JSON text, only the top-level attributes in `names` (absent ones are
+/// missing from the answer), read only as far as the last of them: for a stored document
+/// or a [`JsonItem`], both known to be well formed. An error if what was read is not a
+/// JSON object.
 fn pick_attributes(text: &str, names: &[&str]) -> Result<Item, serde_json::Error> {
-    use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+    use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 
-    struct Wanted<'n>(&'n [&'n str]);
+    struct Wanted<'a> {
+        names: &'a [&'a str],
+        /// Where the visitor leaves the item when it stops early: serde_json then fails
+        /// the unfinished object, and the caller takes the item from here instead.
+        early: &'a mut Option<Item>,
+    }
+
+    impl Wanted<'_> {
+        fn complete(&self, item: &Item) -> bool {
+            self.names.iter().all(|n| item.contains_key(*n))
+        }
+    }
 
     impl<'de> Visitor<'de> for Wanted<'_> {
         type Value = Item;
@@ -185,9 +200,17 @@ fn pick_attributes(text: &str, names: &[&str]) -> Result<Item, serde_json::Error
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
             let mut item = Item::new();
+            if self.complete(&item) {
+                *self.early = Some(item);
+                return Err(A::Error::custom("stopped early"));
+            }
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if self.0.contains(&key.as_ref()) {
+                if self.names.contains(&key.as_ref()) {
                     item.insert(key.into_owned(), map.next_value::<Value>()?);
+                    if self.complete(&item) {
+                        *self.early = Some(item);
+                        return Err(A::Error::custom("stopped early"));
+                    }
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -204,8 +227,17 @@ fn pick_attributes(text: &str, names: &[&str]) -> Result<Item, serde_json::Error
         }
     }
 
+    let mut early = None;
     let mut de = serde_json::Deserializer::from_str(text);
-    let item = Wanted(names).deserialize(&mut de)?;
+    let read = Wanted {
+        names,
+        early: &mut early,
+    }
+    .deserialize(&mut de);
+    if let Some(item) = early {
+        return Ok(item);
+    }
+    let item = read?;
     de.end()?;
     Ok(item)
 }
@@ -488,31 +520,32 @@ impl Tables for SqliteTables {
     }
 
     /// The stored text itself: no [`Item`] is built.
-    async fn get_json(&self, table: &str, key: &Key) -> Result<Option<String>, TableError> {
+    async fn get_json(&self, table: &str, key: &Key) -> Result<Option<JsonItem>, TableError> {
         let spec = self.spec(table)?;
         let (pk, sk) = lookup_key(&spec, key)?;
         self.db.read(|conn| {
             load_with(conn, table, &pk, &sk, |doc| {
-                doc_text(doc).map(str::to_owned)
+                doc_text(doc).map(|text| JsonItem::stored(text.to_owned()))
             })
         })
     }
 
-    /// The text is stored as given; of it, only the key attributes are read (and the
-    /// whole checked to be one JSON object).
+    /// The text is stored as given (a `JsonItem` is well formed); of it, only the key
+    /// attributes are read.
     async fn put_json(
         &self,
         table: &str,
-        item: String,
+        item: JsonItem,
         condition: Option<Condition>,
     ) -> Result<(), TableError> {
         let spec = self.spec(table)?;
         let mut names = vec![spec.partition_key.as_str()];
         names.extend(spec.sort_key.as_deref());
-        let keys = pick_attributes(&item, &names)
-            .map_err(|e| TableError::InvalidItem(format!("an item must be a JSON object: {e}")))?;
+        let keys = pick_attributes(item.as_str(), &names)
+            .map_err(|e| TableError::InvalidItem(e.to_string()))?;
         let key = item_key(&spec, &keys)?;
-        self.put_doc(table, key, item, condition).await
+        self.put_doc(table, key, item.into_string(), condition)
+            .await
     }
 
     async fn get(&self, table: &str, key: &Key) -> Result<Option<Item>, TableError> {
@@ -650,6 +683,33 @@ impl Tables for SqliteTables {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_item_is_read_only_as_far_as_the_wanted_attributes() {
+        // Past "revision" the text is not even JSON: a scan that stops there never sees it.
+        let doc = r#"{"jobId": "j", "revision": 7, "outputs": {"yaml": "#;
+        let item = pick_attributes(doc, &["revision", "jobId"]).unwrap();
+        assert_eq!(
+            item,
+            json!({"jobId": "j", "revision": 7})
+                .as_object()
+                .unwrap()
+                .clone()
+        );
+        // Nothing wanted (a NotExists condition): nothing read.
+        assert!(pick_attributes(doc, &[]).unwrap().is_empty());
+        // Wanting what is not there reads to the end.
+        assert!(pick_attributes(doc, &["missing"]).is_err());
+    }
+
+    #[test]
+    fn a_scan_finds_attributes_anywhere_and_leaves_out_missing_ones() {
+        let doc = r#"{"a": {"revision": 1}, "b": [1, "x"], "revision": 2, "c": null}"#;
+        let item = pick_attributes(doc, &["revision", "missing"]).unwrap();
+        assert_eq!(item, json!({"revision": 2}).as_object().unwrap().clone());
+        assert!(pick_attributes(r#"{"a": 1} x"#, &["b"]).is_err());
+        assert!(pick_attributes("[1]", &["a"]).is_err());
+    }
 
     #[test]
     fn a_prefix_ends_before_the_next_character() {
