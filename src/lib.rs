@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bootstrap;
 pub mod config;
 pub mod context;
+pub mod digest;
 pub mod job;
 pub mod jobs;
 pub mod model;

@@ -4,10 +4,10 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use crate::digest::Sha256;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::{BoxStream, Stream};
-use sha2::{Digest, Sha256};
 
 /// A stream of object bytes.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -232,10 +232,10 @@ impl Stream for Metered {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(None) => {
-                let digest = std::mem::take(&mut this.hasher).finalize();
+                let sha256 = std::mem::take(&mut this.hasher).finish_hex();
                 *this.shared.lock().expect("metered lock") = Some(PutReceipt {
                     size: this.size,
-                    sha256: hex::encode(digest),
+                    sha256,
                 });
                 Poll::Ready(None)
             }

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 
 use k8or::config::ValidationLimits;
-use sha2::{Digest, Sha256};
+use k8or::digest::Sha256;
 use tar::EntryType;
 
 use super::checks::{Check, Problems};
@@ -286,7 +286,7 @@ pub fn walk<R: Read>(source: R, limits: &ValidationLimits, problems: &mut Proble
         }
         let info = FileInfo {
             size,
-            sha256: hex::encode(hasher.finalize()),
+            sha256: hasher.finish_hex(),
         };
         if inv.files.insert(path.clone(), info).is_some() {
             problems.push(
@@ -307,6 +307,7 @@ pub fn walk<R: Read>(source: R, limits: &ValidationLimits, problems: &mut Proble
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest as _;
 
     fn limits() -> ValidationLimits {
         ValidationLimits::default()
@@ -352,7 +353,7 @@ mod tests {
         assert!(!inv.kept.contains_key("blobs/sha256/bb"));
         assert_eq!(
             inv.files["blobs/sha256/bb"].sha256,
-            hex::encode(Sha256::digest(b"layer bytes"))
+            hex::encode(sha2::Sha256::digest(b"layer bytes"))
         );
     }
 

@@ -22,7 +22,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SendError, SyncSender};
 use std::sync::Arc;
 use std::thread::{Scope, ScopedJoinHandle};
 
-use sha2::{Digest, Sha256};
+use k8or::digest::Sha256;
 
 /// The most read from the source at a time.
 pub const CHUNK: usize = 1024 * 1024;
@@ -89,7 +89,7 @@ fn read_all<R: Read>(
             kept = back.ok();
         }
     }
-    Ok((bytes, hex::encode(hasher.finalize())))
+    Ok((bytes, hasher.finish_hex()))
 }
 
 impl<'scope> Metered<'scope> {
@@ -189,6 +189,7 @@ mod tests {
     use std::thread;
 
     use super::*;
+    use sha2::Digest as _;
 
     struct Failing;
     impl Read for Failing {
@@ -224,14 +225,14 @@ mod tests {
             assert!(read == data, "the parsers see every byte, in order");
             let (bytes, sha) = m.finish().unwrap();
             assert_eq!(bytes, data.len() as u64);
-            assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+            assert_eq!(sha, hex::encode(sha2::Sha256::digest(&data)));
         });
         thread::scope(|s| {
             let mut m = Metered::new(s, &data[..]);
             assert_eq!(read_head(&mut m, 3).unwrap(), [0, 1, 2]);
             let (bytes, sha) = m.finish().unwrap();
             assert_eq!(bytes, data.len() as u64, "what was not read is measured");
-            assert_eq!(sha, hex::encode(Sha256::digest(&data)));
+            assert_eq!(sha, hex::encode(sha2::Sha256::digest(&data)));
         });
     }
 
