@@ -36,13 +36,6 @@ impl Sha256 {
     }
 }
 
-/// The SHA-256 of `bytes`, as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let mut h = Sha256::new();
-    h.update(bytes);
-    h.finish_hex()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -51,7 +44,7 @@ mod tests {
     #[test]
     fn matches_the_reference_in_any_split() {
         assert_eq!(
-            sha256_hex(b""),
+            Sha256::new().finish_hex(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 31 % 251) as u8).collect();

@@ -200,22 +200,20 @@ fn pick_attributes(text: &str, names: &[&str]) -> Result<Item, serde_json::Error
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Item, A::Error> {
             let mut item = Item::new();
-            if self.complete(&item) {
-                *self.early = Some(item);
-                return Err(A::Error::custom("stopped early"));
-            }
-            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            loop {
+                if self.complete(&item) {
+                    *self.early = Some(item);
+                    return Err(A::Error::custom("stopped early"));
+                }
+                let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
+                    return Ok(item);
+                };
                 if self.names.contains(&key.as_ref()) {
                     item.insert(key.into_owned(), map.next_value::<Value>()?);
-                    if self.complete(&item) {
-                        *self.early = Some(item);
-                        return Err(A::Error::custom("stopped early"));
-                    }
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
-            Ok(item)
         }
     }
 
